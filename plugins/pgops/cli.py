@@ -1,0 +1,81 @@
+"""The ``pgops`` command line.
+
+It resolves connections exactly as the DAGs do (Airflow connections, which may come
+from ``AIRFLOW_CONN_*`` environment variables), so it works while Airflow is down.
+Exit status: 0 success, 2 configuration error, 3 refused as unsafe, 4 integrity
+problem, 75 transient failure (try again), 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from pgops import __version__
+from pgops.errors import PgopsError
+
+log = logging.getLogger("pgops.cli")
+
+
+def _config(args: argparse.Namespace):
+    from pgops.config import load_config
+
+    return load_config(args.config)
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if args.show:
+        print(json.dumps(config.model_dump(mode="json"), indent=2, sort_keys=True))
+    else:
+        print("configuration is valid")
+    return 0
+
+
+def cmd_preflight(args: argparse.Namespace) -> int:
+    from pgops.monitoring import preflight
+
+    findings = preflight.run(_config(args))
+    for finding in findings:
+        print(finding)
+    print("preflight passed")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pgops",
+        description="Operate the Fixia PostgreSQL database: backups, restores, checks. "
+        "Connections are Airflow connections (AIRFLOW_CONN_* variables work with Airflow down).",
+    )
+    parser.add_argument("--version", action="version", version=f"pgops {__version__}")
+    parser.add_argument("--config", metavar="FILE", help="configuration file (default: $PGOPS_CONFIG or config/pgops.yaml)")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    config = sub.add_parser("config", help="check or show the configuration")
+    config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    check = config_sub.add_parser("check", help="validate the configuration file; non-zero exit when invalid")
+    check.add_argument("--show", action="store_true", help="print the effective configuration as JSON")
+    check.set_defaults(func=cmd_config_check)
+
+    pre = sub.add_parser("preflight", help="check that the database is set up for pgops (as the monitoring role)")
+    pre.set_defaults(func=cmd_preflight)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return args.func(args)
+    except PgopsError as exc:
+        print(f"pgops: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("pgops: interrupted", file=sys.stderr)
+        return 130

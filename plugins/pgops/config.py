@@ -1,0 +1,353 @@
+"""The typed pgops configuration: one YAML file, validated by pydantic.
+
+Every policy pgops applies lives here, with its default, in one place. The file is
+``$PGOPS_CONFIG`` if set, else ``<project>/config/pgops.yaml``; when neither exists the
+embedded defaults below are the configuration. Unknown keys are errors (a typo must
+not silently fall back to a default), and every error names the key, the value given
+and what is allowed.
+
+Relative paths in the file are resolved against ``$PGOPS_HOME`` (default: the project
+checkout, the directory holding ``plugins/``).
+
+The configuration is validated when a DAG file is parsed and again when a task
+starts (:func:`load_config` is cheap: one small file, no network).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pgops.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+_CRON_OR_PRESET = re.compile(
+    r"^(@(hourly|daily|weekly|monthly|yearly|once)|(\S+\s+){4}\S+)$"
+)
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_QUALIFIED = re.compile(r"^[a-z_][a-z0-9_]{0,62}\.[a-z_][a-z0-9_]{0,62}$")
+
+
+def project_home() -> Path:
+    """The directory relative paths are resolved against."""
+    return Path(os.environ.get("PGOPS_HOME", PROJECT_ROOT)).resolve()
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+def _check_schedule(value: str | None) -> str | None:
+    if value is not None and not _CRON_OR_PRESET.match(value.strip()):
+        raise ValueError("must be a five-field cron expression or a preset such as @daily")
+    return value
+
+
+class RepositoryConfig(_Section):
+    """Where backups are stored."""
+
+    url: str = Field(
+        "var/repository",
+        description="s3://bucket/prefix, file:///absolute/path, or a local path "
+        "(relative paths are under PGOPS_HOME).",
+    )
+    aws_conn_id: str = Field(
+        "pgops_s3",
+        description="Airflow connection (type aws) for s3:// URLs; its extra may set endpoint_url.",
+    )
+    part_size_mib: int = Field(
+        64, ge=5, le=5120, description="Multipart upload part size (S3 allows 5 MiB to 5 GiB)."
+    )
+    sse: Literal["none", "AES256", "aws:kms"] = Field(
+        "none", description="Server-side encryption of stored objects."
+    )
+    sse_kms_key_id: str | None = Field(None, description="KMS key id when sse is aws:kms.")
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        parsed = urlparse(value)
+        if parsed.scheme in ("", "file"):
+            if parsed.scheme == "file" and not parsed.path.startswith("/"):
+                raise ValueError("file:// URLs need an absolute path (file:///var/backups)")
+            if not (parsed.path or value):
+                raise ValueError("must not be empty")
+            return value
+        if parsed.scheme == "s3":
+            if not parsed.netloc:
+                raise ValueError("s3:// URLs need a bucket: s3://bucket/prefix")
+            return value
+        raise ValueError(
+            f"unknown repository scheme {parsed.scheme!r}; allowed: s3://bucket/prefix, "
+            "file:///path, or a local path"
+        )
+
+    @model_validator(mode="after")
+    def _kms_needs_key(self) -> RepositoryConfig:
+        if self.sse == "aws:kms" and not self.sse_kms_key_id:
+            raise ValueError("sse 'aws:kms' needs sse_kms_key_id")
+        return self
+
+    @property
+    def scheme(self) -> Literal["s3", "local"]:
+        return "s3" if self.url.startswith("s3://") else "local"
+
+    def local_path(self) -> Path:
+        """The repository directory, for local repositories."""
+        if self.scheme != "local":
+            raise ConfigError(f"repository.url {self.url!r} is not a local repository")
+        path = Path(urlparse(self.url).path if self.url.startswith("file://") else self.url)
+        return path if path.is_absolute() else project_home() / path
+
+
+class DatabaseConfig(_Section):
+    """How pgops reaches the Fixia database: one least-privilege Airflow connection per job."""
+
+    backup_conn_id: str = Field(
+        "pgops_backup", description="Role with REPLICATION and the backup functions."
+    )
+    monitor_conn_id: str = Field("pgops_monitor", description="Role in pg_monitor.")
+    maintenance_conn_id: str = Field(
+        "pgops_maintenance", description="Owner of the partitioned tables and materialized views."
+    )
+    application_name: str = Field(
+        "pgops", max_length=40, description="Prefix of application_name on every session."
+    )
+    connect_timeout_s: int = Field(10, ge=1, le=300)
+    statement_timeout_s: int = Field(
+        300, ge=1, le=86400, description="statement_timeout of every pgops session."
+    )
+    lock_timeout_s: int = Field(
+        5, ge=1, le=3600, description="lock_timeout of sessions that run DDL."
+    )
+
+
+class BackupConfig(_Section):
+    """Full backups and WAL shipping."""
+
+    full_schedule: str = Field("0 1 * * *", description="Cron of the daily full backup (UTC).")
+    wal_schedule: str = Field("@hourly", description="Cron of WAL shipping (UTC).")
+    compression_level: int = Field(3, ge=1, le=22, description="zstd level.")
+    compression_workers: int = Field(
+        2, ge=0, le=64, description="zstd worker threads (0: compress in the calling thread)."
+    )
+    checkpoint: Literal["fast", "spread"] = Field(
+        "fast", description="pg_basebackup --checkpoint."
+    )
+    max_rate: str | None = Field(
+        None, description="pg_basebackup --max-rate, e.g. '100M' or '32768k'; unset: unlimited."
+    )
+    slot_name: str = Field("pgops", description="Physical replication slot owned by pgops.")
+    spool_dir: str = Field("var/spool", description="Local spool for pg_receivewal.")
+
+    _check_schedules = field_validator("full_schedule", "wal_schedule")(_check_schedule)
+
+    @field_validator("max_rate")
+    @classmethod
+    def _rate(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        match = re.fullmatch(r"(\d+)([kM]?)", value)
+        if not match:
+            raise ValueError("must be a number of kB/s with an optional k or M suffix, e.g. 100M")
+        kbps = int(match.group(1)) * (1024 if match.group(2) == "M" else 1)
+        if not 32 <= kbps <= 1024 * 1024:
+            raise ValueError("pg_basebackup allows 32 kB/s to 1024 MB/s")
+        return value
+
+    @field_validator("slot_name")
+    @classmethod
+    def _slot(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError("slot names are lower-case letters, digits and _, at most 63")
+        return value
+
+
+class RetentionConfig(_Section):
+    """What retention pruning keeps."""
+
+    full_days: int = Field(30, ge=1, le=3650, description="Keep full backups this many days.")
+    min_full_backups: int = Field(
+        2, ge=1, le=1000, description="Always keep at least this many valid full backups."
+    )
+    pitr_days: int = Field(
+        7, ge=0, le=3650, description="Keep continuous WAL for point-in-time recovery this long."
+    )
+    incomplete_grace_hours: int = Field(
+        24, ge=1, le=720, description="Remove unfinished backups older than this."
+    )
+
+    @model_validator(mode="after")
+    def _pitr_within_full(self) -> RetentionConfig:
+        if self.pitr_days > self.full_days:
+            raise ValueError(
+                f"pitr_days ({self.pitr_days}) cannot exceed full_days ({self.full_days}): "
+                "point-in-time recovery needs a full backup at the start of its window"
+            )
+        return self
+
+
+class EncryptionConfig(_Section):
+    """Optional client-side encryption of every stored object."""
+
+    enabled: bool = False
+    key_conn_id: str = Field(
+        "pgops_encryption", description="Airflow connection whose password is the key."
+    )
+
+
+class RestoreVerificationConfig(_Section):
+    """The monthly restore test."""
+
+    schedule: str = Field("0 4 1 * *", description="Cron of the restore verification (UTC).")
+    on_full_backup: bool = Field(
+        False, description="Also run after every full backup (scheduled on its Asset)."
+    )
+    scratch_dir: str = Field("var/scratch", description="Where the scratch server lives.")
+    count_tables: list[str] = Field(
+        default_factory=lambda: ["fixia.users", "fixia.payments", "fixia.notifications"],
+        description="Tables whose row counts must match what the backup recorded.",
+    )
+
+    _check_schedules = field_validator("schedule")(_check_schedule)
+
+    @field_validator("count_tables")
+    @classmethod
+    def _qualified(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not _QUALIFIED.match(name):
+                raise ValueError(f"{name!r} is not a schema-qualified table name (schema.table)")
+        return value
+
+
+class PartitionedTable(_Section):
+    table: str = Field(description="schema.table, partitioned by range on created_at.")
+    interval: Literal["monthly", "yearly"] = "monthly"
+    premake: int = Field(3, ge=1, le=36, description="Future partitions kept ready.")
+    retention_months: int | None = Field(
+        None, ge=1, description="Detach and drop partitions older than this; unset: keep all."
+    )
+
+    @field_validator("table")
+    @classmethod
+    def _qualified(cls, value: str) -> str:
+        if not _QUALIFIED.match(value):
+            raise ValueError(f"{value!r} is not a schema-qualified table name (schema.table)")
+        return value
+
+
+class PartitionsConfig(_Section):
+    schedule: str = Field("0 3 1 * *", description="Cron of partition maintenance (UTC).")
+    tables: list[PartitionedTable] = Field(
+        default_factory=lambda: [
+            PartitionedTable(table="fixia.notifications", interval="monthly", retention_months=12),
+            PartitionedTable(table="fixia.payments", interval="monthly"),
+            PartitionedTable(table="fixia.user_activity", interval="monthly", retention_months=6),
+            PartitionedTable(table="fixia.reviews", interval="yearly"),
+        ]
+    )
+
+    _check_schedules = field_validator("schedule")(_check_schedule)
+
+
+class MatviewsConfig(_Section):
+    schedule: str = Field("0 2 * * *", description="Cron of the nightly refresh (UTC).")
+    views: list[str] = Field(
+        default_factory=lambda: ["fixia.mv_professional_rankings", "fixia.mv_category_performance"]
+    )
+
+    _check_schedules = field_validator("schedule")(_check_schedule)
+
+
+class MonitoringConfig(_Section):
+    """Health thresholds: a value past one is reported as a problem."""
+
+    schedule: str = Field("*/15 * * * *", description="Cron of health collection (UTC).")
+    cache_hit_ratio_min: float = Field(0.90, ge=0, le=1)
+    slow_query_ms: int = Field(1000, ge=1, description="Mean execution time that counts as slow.")
+    replication_lag_max_s: int = Field(60, ge=0)
+    slot_retained_wal_max_mib: int = Field(
+        4096, ge=16, description="Alert when the pgops slot retains more WAL than this."
+    )
+    full_backup_max_age_hours: int = Field(26, ge=1)
+    wal_max_age_minutes: int = Field(90, ge=1)
+
+    _check_schedules = field_validator("schedule")(_check_schedule)
+
+
+class PgopsConfig(_Section):
+    """The whole configuration."""
+
+    repository: RepositoryConfig = Field(default_factory=RepositoryConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    backup: BackupConfig = Field(default_factory=BackupConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    encryption: EncryptionConfig = Field(default_factory=EncryptionConfig)
+    restore_verification: RestoreVerificationConfig = Field(
+        default_factory=RestoreVerificationConfig
+    )
+    partitions: PartitionsConfig = Field(default_factory=PartitionsConfig)
+    matviews: MatviewsConfig = Field(default_factory=MatviewsConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+
+    def resolve_path(self, value: str) -> Path:
+        """A configured path, resolved against PGOPS_HOME when relative."""
+        path = Path(value)
+        return path if path.is_absolute() else project_home() / path
+
+
+def default_config_path() -> Path:
+    return Path(os.environ.get("PGOPS_CONFIG") or project_home() / "config" / "pgops.yaml")
+
+
+def describe_validation_error(exc: ValidationError, source: str) -> str:
+    """One line per problem: key, value given, and what is allowed."""
+    lines = [f"invalid pgops configuration in {source}:"]
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling; see docs/configuration.md)"
+        given = err.get("input")
+        shown = "" if isinstance(given, dict) else f" (got {given!r})"
+        lines.append(f"  {key}: {message}{shown}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, source: str = "<memory>") -> PgopsConfig:
+    """Validate a mapping (as read from YAML) into a :class:`PgopsConfig`."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid pgops configuration in {source}: the top level must be a mapping")
+    try:
+        return PgopsConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, source)) from exc
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> PgopsConfig:
+    """Read and validate the configuration file.
+
+    ``path`` (or ``$PGOPS_CONFIG``) must exist when given; the default location may be
+    absent, and then the embedded defaults apply.
+    """
+    import yaml
+
+    explicit = path is not None or bool(os.environ.get("PGOPS_CONFIG"))
+    file = Path(path) if path is not None else default_config_path()
+    if not file.exists():
+        if explicit:
+            raise ConfigError(f"pgops configuration file {file} does not exist")
+        return PgopsConfig()
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read pgops configuration {file}: {exc}") from exc
+    return parse_config(data, str(file))

@@ -1,0 +1,397 @@
+"""``make up`` / ``make down``: the whole local stack, under ``var/``.
+
+``up`` is idempotent: each part is created only when missing and started only when
+stopped. It brings up, in order:
+
+1. PostgreSQL 15 for Fixia (``var/pg``, port 55432, run as the postgres OS user):
+   ``wal_level=replica``, replication on loopback, pg_stat_statements, data checksums;
+2. the Fixia database, its roles (one per pgops job, random passwords kept in
+   ``var/secrets``) and synthetic data (scale ``$PGOPS_SCALE``, default 1);
+3. a local backup repository (``var/repository``);
+4. Airflow standalone (``var/airflow``, SQLite) with the project's DAGs, unpaused,
+   its connections passed as ``AIRFLOW_CONN_*`` variables from ``var/secrets/pgops.env``;
+5. the main job, run once, and its result.
+
+Every part that fails to start is named with the log to read. ``down`` stops what
+``up`` started, by process id.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pgops.config import PROJECT_ROOT
+from pgops.errors import PgopsError
+from pgops.postgres.cluster import FIXIA_HBA_LINES, FIXIA_SERVER_SETTINGS, LocalCluster
+
+log = logging.getLogger("pgops.devstack")
+
+DBNAME = "fixia"
+MAIN_DAG = "pgops_preflight"
+ROLE_CONNECTIONS = {
+    "pgops_backup": "pgops_backup",
+    "pgops_monitor": "pgops_monitor",
+    "pgops_maintenance": "pgops_maintenance",
+}
+
+
+class StackError(PgopsError):
+    """A part of the local stack failed; the message names the part and its log."""
+
+
+class Stack:
+    def __init__(self, root: Path = PROJECT_ROOT, pg_port: int = 55432, airflow_port: int = 8080) -> None:
+        self.root = root
+        self.var = root / "var"
+        self.cluster = LocalCluster(self.var / "pg", pg_port)
+        self.airflow_home = self.var / "airflow"
+        self.airflow_port = airflow_port
+        self.secrets_dir = self.var / "secrets"
+        self.logs = self.var / "log"
+        self.run_dir = self.var / "run"
+        self.repository = self.var / "repository"
+
+    # -- helpers -----------------------------------------------------------------
+
+    def _step(self, what: str) -> None:
+        print(f"[pgops] {what}", flush=True)
+
+    @property
+    def airflow_pidfile(self) -> Path:
+        return self.run_dir / "airflow.pid"
+
+    @property
+    def airflow_log(self) -> Path:
+        return self.logs / "airflow.log"
+
+    @property
+    def env_file(self) -> Path:
+        return self.secrets_dir / "pgops.env"
+
+    def _passwords(self) -> dict[str, str]:
+        """Role passwords, generated once and kept (mode 0600) so re-runs reuse them."""
+        path = self.secrets_dir / "passwords.json"
+        self.secrets_dir.mkdir(parents=True, exist_ok=True)
+        self.secrets_dir.chmod(0o700)
+        if path.exists():
+            return json.loads(path.read_text())
+        passwords = {role: secrets.token_urlsafe(24) for role in ROLE_CONNECTIONS}
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(passwords, fh)
+        return passwords
+
+    def connection_env(self) -> dict[str, str]:
+        """``AIRFLOW_CONN_*`` variables for the job roles."""
+        passwords = self._passwords()
+        env = {}
+        for role, conn_id in ROLE_CONNECTIONS.items():
+            env[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps({
+                "conn_type": "postgres",
+                "host": "127.0.0.1",
+                "port": self.cluster.port,
+                "login": role,
+                "password": passwords[role],
+                "schema": DBNAME,
+            })
+        return env
+
+    def airflow_env(self) -> dict[str, str]:
+        venv_bin = str(Path(sys.executable).parent)
+        return {
+            **os.environ,
+            "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
+            "AIRFLOW_HOME": str(self.airflow_home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.root / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(self.root / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            "AIRFLOW__API__PORT": str(self.airflow_port),
+            "PGOPS_HOME": str(self.root),
+            **self.connection_env(),
+        }
+
+    def write_env_file(self) -> None:
+        """The variables a shell needs to run ``pgops`` against this stack (mode 0600)."""
+        lines = [
+            "# pgops local stack: `set -a; . var/secrets/pgops.env; set +a` then run pgops.",
+            "# Holds database passwords: never commit or share this file.",
+            f"PGOPS_HOME={self.root}",
+            f"AIRFLOW_HOME={self.airflow_home}",
+        ]
+        lines += [f"{key}='{value}'" for key, value in self.connection_env().items()]
+        fd = os.open(self.env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write("\n".join(lines) + "\n")
+
+    def _airflow(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(Path(sys.executable).parent / "airflow"), *args],
+            env=self.airflow_env(), capture_output=True, text=True, timeout=timeout, check=False,
+        )
+
+    def _airflow_pid(self) -> int | None:
+        try:
+            pid = int(self.airflow_pidfile.read_text())
+        except (OSError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        return pid
+
+    # -- parts -------------------------------------------------------------------
+
+    def up_postgres(self) -> None:
+        cluster = self.cluster
+        try:
+            if not cluster.exists():
+                self._step(f"creating PostgreSQL 15 cluster in {cluster.datadir}")
+                cluster.initdb()
+            cluster.configure(FIXIA_SERVER_SETTINGS, FIXIA_HBA_LINES)
+            if cluster.is_running():
+                self._step(f"PostgreSQL already running on port {cluster.port}")
+            else:
+                self._step(f"starting PostgreSQL on 127.0.0.1:{cluster.port}")
+                cluster.start()
+            cluster.wait_ready()
+        except PgopsError as exc:
+            raise StackError(f"PostgreSQL failed to start: {exc}\n  log: {cluster.logfile}") from exc
+
+    def up_database(self, scale: int) -> None:
+        from pgops.devstack import seed
+        from pgops.postgres.session import connect_params
+
+        try:
+            with connect_params(self.cluster.superuser_params(), application_name="pgops:setup",
+                                statement_timeout_s=60) as admin:
+                if seed.create_database(admin, DBNAME):
+                    self._step(f"created database {DBNAME}")
+            with connect_params(self.cluster.superuser_params(DBNAME), application_name="pgops:setup",
+                                statement_timeout_s=3600) as conn:
+                seed.apply_schema(conn)
+                for role, password in self._passwords().items():
+                    seed.set_role_password(conn, role, password)
+                if seed.is_seeded(conn):
+                    self._step("Fixia data already loaded")
+                else:
+                    self._step(f"loading Fixia data at scale {scale} (progress below)")
+                    anchor = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+                    seed.generate(conn, scale, anchor)
+                    seed.apply_schema(conn)  # ownership and grants of the loaded tables
+        except PgopsError as exc:
+            raise StackError(f"setting up the Fixia database failed: {exc}\n  log: {self.cluster.logfile}") from exc
+
+    def up_airflow(self) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.airflow_home.mkdir(parents=True, exist_ok=True)
+        if self._airflow_pid():
+            self._step(f"Airflow already running (pid {self._airflow_pid()})")
+        else:
+            self._step(f"starting Airflow standalone (log: {self.airflow_log})")
+            with open(self.airflow_log, "ab") as out:
+                proc = subprocess.Popen(
+                    [str(Path(sys.executable).parent / "airflow"), "standalone"],
+                    env=self.airflow_env(), stdout=out, stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.root,
+                )
+            self.airflow_pidfile.write_text(str(proc.pid))
+        self._wait_airflow_healthy()
+        self._wait_dags_listed()
+
+    def _wait_airflow_healthy(self, timeout: float = 240) -> None:
+        url = f"http://localhost:{self.airflow_port}/api/v2/monitor/health"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self._airflow_pid():
+                raise StackError(f"Airflow exited during start-up\n  log: {self.airflow_log}")
+            try:
+                with urllib.request.urlopen(url, timeout=5) as resp:
+                    health = json.load(resp)
+                if all(part.get("status") == "healthy" for part in health.values()):
+                    return
+            except (urllib.error.URLError, OSError, ValueError):
+                pass
+            time.sleep(2)
+        raise StackError(f"Airflow was not healthy after {timeout:.0f}s\n  log: {self.airflow_log}")
+
+    def _wait_dags_listed(self, timeout: float = 180) -> list[str]:
+        expected = sorted(p.stem for p in (self.root / "dags").glob("pgops_*.py"))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            errors = _json_output(self._airflow("dags", "list-import-errors", "-o", "json"))
+            if errors:
+                raise StackError(f"DAG import errors:\n{json.dumps(errors, indent=2)}\n  log: {self.airflow_log}")
+            listed = _json_output(self._airflow("dags", "list", "-o", "json"))
+            if listed is not None:
+                ids = sorted(d["dag_id"] for d in listed)
+                if all(dag_id in ids for dag_id in expected):
+                    for dag_id in expected:
+                        self._airflow("dags", "unpause", dag_id)
+                    self._step(f"DAGs listed and unpaused: {', '.join(expected)}")
+                    return expected
+            time.sleep(3)
+        raise StackError(f"DAGs {expected} not listed after {timeout:.0f}s\n  log: {self.airflow_log}")
+
+    def run_main_job(self, timeout: float = 300) -> str:
+        run_id = f"make_up__{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}"
+        self._step(f"running the main job: {MAIN_DAG} (run {run_id})")
+        trig = self._airflow("dags", "trigger", MAIN_DAG, "--run-id", run_id)
+        if trig.returncode != 0:
+            raise StackError(f"cannot trigger {MAIN_DAG}: {trig.stderr.strip()[-1000:]}")
+        deadline = time.monotonic() + timeout
+        state = "queued"
+        while time.monotonic() < deadline:
+            runs = _json_output(self._airflow("dags", "list-runs", MAIN_DAG, "-o", "json"))
+            if runs is not None:
+                for run in runs:
+                    if run["run_id"] == run_id:
+                        state = run["state"]
+            if state in ("success", "failed"):
+                break
+            time.sleep(3)
+        task_logs = self.airflow_home / "logs" / f"dag_id={MAIN_DAG}" / f"run_id={run_id}"
+        if state != "success":
+            raise StackError(f"the main job {MAIN_DAG} ended {state}\n  log: {task_logs}")
+        self._step(f"main job {MAIN_DAG}: {state} (task logs: {task_logs})")
+        return state
+
+    # -- commands ----------------------------------------------------------------
+
+    def up(self, scale: int = 1, run_main: bool = True) -> None:
+        self.up_postgres()
+        self.up_database(scale)
+        self.repository.mkdir(parents=True, exist_ok=True)
+        self.write_env_file()
+        self.up_airflow()
+        if run_main:
+            self.run_main_job()
+        password_file = self.airflow_home / "simple_auth_manager_passwords.json.generated"
+        self._step("ready")
+        print(
+            f"\n  Airflow UI:  http://localhost:{self.airflow_port}\n"
+            f"  login:       admin (password in {password_file})\n"
+            f"  PostgreSQL:  127.0.0.1:{self.cluster.port}, database {DBNAME}\n"
+            f"  repository:  {self.repository}\n"
+            f"  CLI:         set -a; . {self.env_file}; set +a; .venv/bin/pgops --help\n"
+            f"  stop:        ./dev down (or Ctrl-C when `./dev up` runs in the foreground)\n",
+            flush=True,
+        )
+
+    def down(self) -> None:
+        pid = self._airflow_pid()
+        if pid:
+            self._step(f"stopping Airflow (process group {pid})")
+            _terminate_group(pid)
+        self.airflow_pidfile.unlink(missing_ok=True)
+        if self.cluster.exists() and self.cluster.is_running():
+            self._step("stopping PostgreSQL")
+            self.cluster.stop()
+        self._step("stopped")
+
+    def wait_foreground(self) -> None:
+        """Stay attached until Ctrl-C (or Airflow exits), then stop everything."""
+        stop = {"now": False}
+
+        def handler(signum, frame):  # noqa: ARG001 - signal handler signature
+            stop["now"] = True
+
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+        print("[pgops] running; press Ctrl-C to stop", flush=True)
+        while not stop["now"] and self._airflow_pid():
+            time.sleep(1)
+        if not stop["now"]:
+            print(f"[pgops] Airflow exited; see {self.airflow_log}", flush=True)
+        self.down()
+
+    def destroy(self) -> None:
+        """Stop everything and delete ``var/`` (data, repository, secrets)."""
+        self.down()
+        shutil.rmtree(self.var, ignore_errors=True)
+        self._step(f"removed {self.var}")
+
+
+def _json_output(proc: subprocess.CompletedProcess) -> list | None:
+    """The JSON list an ``airflow ... -o json`` command printed, or None.
+
+    Airflow may print warnings before it, so the last line that starts a JSON list is used.
+    """
+    if proc.returncode != 0:
+        return None
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("["):
+            try:
+                return json.loads(line)
+            except ValueError:
+                return None
+    return None
+
+
+def _terminate_group(pid: int, timeout: float = 30) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.5)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pgops.devstack", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="bring the local stack up (idempotent)")
+    up.add_argument("--scale", type=int, default=int(os.environ.get("PGOPS_SCALE", "1")),
+                    help="Fixia data scale factor (default $PGOPS_SCALE or 1)")
+    up.add_argument("--detach", action="store_true", help="return once up instead of staying attached")
+    up.add_argument("--no-main-job", action="store_true", help="do not run the main job")
+    sub.add_parser("down", help="stop what up started")
+    sub.add_parser("destroy", help="stop and delete var/ (all local data and secrets)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[pgops]   %(message)s", stream=sys.stdout)
+    stack = Stack()
+    try:
+        if args.command == "up":
+            if args.scale < 1:
+                parser.error("--scale must be at least 1")
+            stack.up(scale=args.scale, run_main=not args.no_main_job)
+            if not args.detach:
+                stack.wait_foreground()
+        elif args.command == "down":
+            stack.down()
+        else:
+            stack.destroy()
+    except KeyboardInterrupt:
+        print("[pgops] interrupted: stopping what was started", flush=True)
+        stack.down()
+        return 130
+    except PgopsError as exc:
+        print(f"[pgops] FAILED: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    return 0

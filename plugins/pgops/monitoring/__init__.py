@@ -1,0 +1,1 @@
+"""Health and fitness checks of the Fixia database."""

@@ -1,0 +1,64 @@
+"""What every pgops DAG shares: default task arguments and the retry policy.
+
+DAG files import this module at parse time, so it imports nothing heavy: the Airflow
+retry-policy classes are small and come from ``airflow.sdk``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+OWNER = "pgops"
+TAG = "pgops"
+# A fixed past date: the schedule, not start_date, decides when runs happen; catchup
+# is off everywhere, so this never creates historic runs.
+START_DATE = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+# The pool that keeps WAL shipping, full backups and pruning from overlapping.
+BACKUP_POOL = "pgops_backup"
+
+
+def retry_policy() -> Any:
+    """Map the pgops exception hierarchy onto Airflow retries.
+
+    Config errors, safety refusals and integrity failures fail the task at once
+    (retrying cannot fix them and could hide them); transient errors retry with the
+    task's back-off; anything unexpected falls back to the task's retry count.
+    """
+    from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryRule
+
+    return ExceptionRetryPolicy(
+        rules=[
+            RetryRule(
+                exception=[
+                    "pgops.errors.ConfigError",
+                    "pgops.errors.UnsafeOperation",
+                    "pgops.errors.IntegrityError",
+                ],
+                action=RetryAction.FAIL,
+                reason="pgops refused or found bad config/data: retrying cannot help",
+            ),
+            RetryRule(
+                exception="pgops.errors.TransientError",
+                action=RetryAction.RETRY,
+                reason="transient failure: retrying",
+            ),
+        ]
+    )
+
+
+def default_args(
+    *, retries: int = 2, execution_timeout: timedelta = timedelta(hours=1), **extra: Any
+) -> dict[str, Any]:
+    """Task defaults for a pgops DAG: owner, bounded retries with back-off, a timeout."""
+    return {
+        "owner": OWNER,
+        "retries": retries,
+        "retry_delay": timedelta(minutes=1),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": timedelta(minutes=15),
+        "execution_timeout": execution_timeout,
+        "retry_policy": retry_policy(),
+        **extra,
+    }

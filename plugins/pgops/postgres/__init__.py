@@ -1,0 +1,1 @@
+"""PostgreSQL access: sessions with pgops' safety settings, SQL files, local clusters."""
