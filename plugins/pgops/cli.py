@@ -34,6 +34,13 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config_docs(args: argparse.Namespace) -> int:
+    from pgops.config import render_docs
+
+    sys.stdout.write(render_docs())
+    return 0
+
+
 def cmd_preflight(args: argparse.Namespace) -> int:
     from pgops.monitoring import preflight
 
@@ -60,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = config_sub.add_parser("check", help="validate the configuration file; non-zero exit when invalid")
     check.add_argument("--show", action="store_true", help="print the effective configuration as JSON")
     check.set_defaults(func=cmd_config_check)
+    docs = config_sub.add_parser("docs", help="print the configuration reference (docs/configuration.md)")
+    docs.set_defaults(func=cmd_config_docs)
 
     pre = sub.add_parser("preflight", help="check that the database is set up for pgops (as the monitoring role)")
     pre.set_defaults(func=cmd_preflight)

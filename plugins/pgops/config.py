@@ -119,7 +119,7 @@ class DatabaseConfig(_Section):
     application_name: str = Field(
         "pgops", max_length=40, description="Prefix of application_name on every session."
     )
-    connect_timeout_s: int = Field(10, ge=1, le=300)
+    connect_timeout_s: int = Field(10, ge=1, le=300, description="Seconds to wait for a connection.")
     statement_timeout_s: int = Field(
         300, ge=1, le=86400, description="statement_timeout of every pgops session."
     )
@@ -196,7 +196,7 @@ class RetentionConfig(_Section):
 class EncryptionConfig(_Section):
     """Optional client-side encryption of every stored object."""
 
-    enabled: bool = False
+    enabled: bool = Field(False, description="Encrypt every stored object with AES-256-GCM.")
     key_conn_id: str = Field(
         "pgops_encryption", description="Airflow connection whose password is the key."
     )
@@ -243,8 +243,11 @@ class PartitionedTable(_Section):
 
 
 class PartitionsConfig(_Section):
+    """Monthly partition creation and retention of the large time-based tables."""
+
     schedule: str = Field("0 3 1 * *", description="Cron of partition maintenance (UTC).")
     tables: list[PartitionedTable] = Field(
+        description="Tables partitioned by range on created_at (table, interval, premake, retention_months).",
         default_factory=lambda: [
             PartitionedTable(table="fixia.notifications", interval="monthly", retention_months=12),
             PartitionedTable(table="fixia.payments", interval="monthly"),
@@ -257,8 +260,11 @@ class PartitionsConfig(_Section):
 
 
 class MatviewsConfig(_Section):
+    """Nightly materialized-view refreshes."""
+
     schedule: str = Field("0 2 * * *", description="Cron of the nightly refresh (UTC).")
     views: list[str] = Field(
+        description="Materialized views refreshed nightly (refreshed in dependency order).",
         default_factory=lambda: ["fixia.mv_professional_rankings", "fixia.mv_category_performance"]
     )
 
@@ -269,14 +275,14 @@ class MonitoringConfig(_Section):
     """Health thresholds: a value past one is reported as a problem."""
 
     schedule: str = Field("*/15 * * * *", description="Cron of health collection (UTC).")
-    cache_hit_ratio_min: float = Field(0.90, ge=0, le=1)
+    cache_hit_ratio_min: float = Field(0.90, ge=0, le=1, description="Buffer cache hit ratio below this is a problem.")
     slow_query_ms: int = Field(1000, ge=1, description="Mean execution time that counts as slow.")
-    replication_lag_max_s: int = Field(60, ge=0)
+    replication_lag_max_s: int = Field(60, ge=0, description="Replica replay lag above this is a problem.")
     slot_retained_wal_max_mib: int = Field(
         4096, ge=16, description="Alert when the pgops slot retains more WAL than this."
     )
-    full_backup_max_age_hours: int = Field(26, ge=1)
-    wal_max_age_minutes: int = Field(90, ge=1)
+    full_backup_max_age_hours: int = Field(26, ge=1, description="Newest valid full backup older than this is a problem.")
+    wal_max_age_minutes: int = Field(90, ge=1, description="Newest archived WAL older than this is a problem.")
 
     _check_schedules = field_validator("schedule")(_check_schedule)
 
@@ -351,3 +357,46 @@ def load_config(path: str | os.PathLike[str] | None = None) -> PgopsConfig:
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read pgops configuration {file}: {exc}") from exc
     return parse_config(data, str(file))
+
+
+def render_docs() -> str:
+    """docs/configuration.md, generated from the schema so it cannot drift from the code."""
+    import json
+
+    out = [
+        "# pgops configuration",
+        "",
+        "Generated from `plugins/pgops/config.py` by `pgops config docs`; do not edit by hand.",
+        "",
+        "The file is `$PGOPS_CONFIG`, else `config/pgops.yaml` under `$PGOPS_HOME` (the project",
+        "checkout); without either, these defaults apply. Unknown keys are errors. Relative",
+        "paths are resolved against `$PGOPS_HOME`. Secrets never go here: they live in Airflow",
+        "connections, named by the `*_conn_id` keys.",
+        "",
+    ]
+    for section, field in PgopsConfig.model_fields.items():
+        model = field.annotation
+        out += [f"## `{section}`", ""]
+        if model.__doc__:
+            out += [" ".join(model.__doc__.split()), ""]
+        out += ["| key | default | constraints | meaning |", "|---|---|---|---|"]
+        default_section = getattr(PgopsConfig(), section)
+        for key, sub in model.model_fields.items():
+            default = getattr(default_section, key)
+            if isinstance(default, BaseModel):
+                default = default.model_dump(mode="json")
+            elif isinstance(default, list):
+                default = [d.model_dump(mode="json") if isinstance(d, BaseModel) else d for d in default]
+            shown = json.dumps(default, ensure_ascii=False)
+            limits = []
+            for meta in sub.metadata:
+                for attr, sign in (("ge", "≥"), ("le", "≤"), ("max_length", "max length")):
+                    if getattr(meta, attr, None) is not None:
+                        limits.append(f"{sign} {getattr(meta, attr)}")
+            annotation = getattr(sub.annotation, "__args__", None)
+            if getattr(sub.annotation, "__origin__", None) is Literal and annotation:
+                limits.append("one of " + ", ".join(f"`{a}`" for a in annotation))
+            description = (sub.description or "").replace("|", "\\|")
+            out.append(f"| `{key}` | `{shown}` | {'; '.join(limits)} | {description} |")
+        out.append("")
+    return "\n".join(out)

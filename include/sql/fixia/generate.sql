@@ -171,7 +171,8 @@ JOIN fixia.categories AS c ON c.id = p.category_id;
 
 -- step: jobs
 -- One job per project that went ahead; completed projects end in a completed job, 5%%
--- of them disputed.
+-- of them disputed. Every later timestamp is a fraction of the way from the earlier
+-- one to the anchor, so nothing lands after it.
 INSERT INTO fixia.jobs (id, project_id, professional_id, agreed_price, status, started_at,
                         completed_at, created_at)
 SELECT row_number() OVER (ORDER BY p.id), p.id,
@@ -181,15 +182,14 @@ SELECT row_number() OVER (ORDER BY p.id), p.id,
        j.status,
        j.started_at,
        CASE WHEN j.status IN ('completed', 'disputed')
-            THEN least(j.started_at + (1 + pg_temp.u(p.id, 64) * 20) * interval '1 day',
-                       %(anchor)s::timestamptz - interval '1 second') END,
-       p.created_at + interval '1 hour'
+            THEN j.started_at + (%(anchor)s::timestamptz - j.started_at) * (0.05 + 0.3 * pg_temp.u(p.id, 64)) END,
+       p.created_at + (%(anchor)s::timestamptz - p.created_at) * 0.01
 FROM fixia.projects AS p
 CROSS JOIN LATERAL (
     SELECT CASE WHEN p.status = 'in_progress' THEN 'in_progress'
                 WHEN pg_temp.u(p.id, 63) < 0.05 THEN 'disputed'
                 ELSE 'completed' END::fixia.job_status AS status,
-           p.created_at + interval '1 day' * (1 + pg_temp.u(p.id, 65) * 5) AS started_at
+           p.created_at + (%(anchor)s::timestamptz - p.created_at) * (0.02 + 0.08 * pg_temp.u(p.id, 65)) AS started_at
 ) AS j
 WHERE p.status IN ('in_progress', 'completed');
 
@@ -205,8 +205,7 @@ SELECT g, j.professional_id, p.client_id,
                           'Buen precio y buena atención.','Tardó más de lo acordado.',
                           'Resolvió el problema rápido.','No volvería a contratarlo.',
                           'Muy profesional y amable.','Cumplió con lo pactado.'], g, 71),
-       least(coalesce(j.completed_at, j.started_at) + (pg_temp.u(g, 72) * 3) * interval '1 day',
-             %(anchor)s::timestamptz - interval '1 second')
+       j.completed_at + (%(anchor)s::timestamptz - j.completed_at) * 0.2 * pg_temp.u(g, 72)
 FROM (
     SELECT g, 1 + floor(pg_temp.u(g, 70) * (SELECT count(*) FROM fixia.jobs WHERE status = 'completed'))::bigint AS k,
            pg_temp.u(g, 73) AS x

@@ -1,0 +1,95 @@
+"""Preflight and session handling against real servers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pgops.config import PgopsConfig
+from pgops.errors import ConfigError, TransientError
+from pgops.monitoring import preflight
+from pgops.postgres.cluster import free_port
+from pgops.postgres.session import connect
+
+from .servers import make_fixia, start_cluster
+
+
+def test_preflight_passes_on_the_fixia_server(fixia_conns):
+    assert preflight.run(PgopsConfig()) == []
+
+
+def test_preflight_names_every_problem_of_a_misconfigured_server(monkeypatch):
+    cluster = start_cluster(settings={"wal_level": "minimal", "max_wal_senders": 0})
+    try:
+        server = make_fixia(cluster, scale=None)
+        with server.superuser() as conn:
+            conn.execute("ALTER ROLE pgops_backup NOREPLICATION")
+        for key, value in server.airflow_conn_env().items():
+            monkeypatch.setenv(key, value)
+        with pytest.raises(ConfigError) as info:
+            preflight.run(PgopsConfig())
+        message = str(info.value)
+        assert "wal_level: wal_level is 'minimal'" in message
+        assert "max_wal_senders" in message
+        assert "pg_stat_statements: not in shared_preload_libraries" in message
+        assert "role:backup: role 'pgops_backup' lacks REPLICATION" in message
+    finally:
+        cluster.destroy()
+
+
+def test_wrong_password_is_a_config_error(fixia, monkeypatch):
+    env = json.loads(fixia.airflow_conn_env()["AIRFLOW_CONN_PGOPS_MONITOR"])
+    env["password"] = "wrong-password"
+    monkeypatch.setenv("AIRFLOW_CONN_PGOPS_MONITOR", json.dumps(env))
+    with pytest.raises(ConfigError, match="password authentication failed"):
+        connect("pgops_monitor", PgopsConfig().database, job="test")
+
+
+def test_unreachable_server_is_transient(monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_PGOPS_MONITOR", json.dumps({
+        "conn_type": "postgres", "host": "127.0.0.1", "port": free_port(),
+        "login": "pgops_monitor", "password": "x", "schema": "fixia"}))
+    with pytest.raises(TransientError, match="cannot reach PostgreSQL"):
+        connect("pgops_monitor", PgopsConfig().database, job="test")
+
+
+def test_sessions_carry_application_name_and_timeouts(fixia_conns):
+    with connect("pgops_maintenance", PgopsConfig().database, job="partitions", ddl=True) as conn:
+        name, stmt, lock = conn.execute(
+            "SELECT current_setting('application_name'), current_setting('statement_timeout'),"
+            " current_setting('lock_timeout')").fetchone()
+    assert (name, stmt, lock) == ("pgops:partitions", "5min", "5s")
+
+
+def test_the_preflight_dag_runs_green_end_to_end(fixia_conns, airflow_db):
+    """The DAG, parsed from its file and run by Airflow's in-process dag.test()."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from tests.conftest import ROOT
+
+    dagbag = DagBag(dag_folder=str(ROOT / "dags" / "pgops_preflight.py"))
+    assert dagbag.import_errors == {}
+    run = dagbag.get_dag("pgops_preflight").test()
+    assert run.state == "success"
+
+
+def test_the_preflight_dag_run_is_red_when_the_database_is_unfit(fixia, airflow_db, monkeypatch):
+    """Same DAG, but the backup role lost REPLICATION: the run fails, without retries."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from tests.conftest import ROOT
+
+    for key, value in fixia.airflow_conn_env().items():
+        monkeypatch.setenv(key, value)
+    with fixia.superuser() as conn:
+        conn.execute("ALTER ROLE pgops_backup NOREPLICATION")
+    try:
+        dag = DagBag(dag_folder=str(ROOT / "dags" / "pgops_preflight.py")).get_dag("pgops_preflight")
+        run = dag.test()
+        assert run.state == "failed"
+        (ti,) = run.get_task_instances()
+        assert ti.try_number == 1, "a config problem must not be retried"
+    finally:
+        with fixia.superuser() as conn:
+            conn.execute("ALTER ROLE pgops_backup REPLICATION")
