@@ -42,3 +42,11 @@ class TransientError(PgopsError):
     """A failure that may pass (network, timeout, server restarting). Retried by Airflow."""
 
     exit_code = 75  # EX_TEMPFAIL
+
+
+class NotFound(IntegrityError):
+    """A requested object does not exist in the repository.
+
+    An integrity problem when something needed it (a restore, a verify); callers for
+    whom absence is normal (``wal-fetch`` at the end of the archive) catch it.
+    """
