@@ -1,0 +1,1 @@
+"""Full backups, WAL shipping, the catalog and retention."""

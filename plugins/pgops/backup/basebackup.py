@@ -1,0 +1,271 @@
+"""The daily full backup: pg_basebackup streamed straight into the repository.
+
+``pg_basebackup -D - -Ft -X fetch`` writes one tar stream (data files, the WAL needed
+to make them consistent, and ``backup_manifest`` at the end) to its stdout. pgops reads
+it in 8 MiB pieces, watches the tar headers go by (:mod:`.tarscan`), compresses the
+pieces into zstd frames on ``compression_workers`` threads (:mod:`.frames`) and streams
+the frames to the repository. Nothing is staged on local disk; memory is bounded by a
+few pieces. Only when pg_basebackup has exited 0, the stream ended with a manifest and
+every object is stored does pgops write ``backup.json``: the commit marker.
+
+Runs from the Airflow worker over the replication protocol, as the backup role;
+nothing is installed on the database host.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import re
+import signal
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pgops import __version__
+from pgops.backup import catalog, wal
+from pgops.backup.frames import FRAME_RAW_SIZE, FrameCompressor, read_pieces
+from pgops.backup.tarscan import TarScanner
+from pgops.config import PgopsConfig
+from pgops.connections import ConnectionInfo, get_connection
+from pgops.errors import IntegrityError, TransientError, UnsafeOperation
+from pgops.postgres.cluster import find_bindir
+from pgops.repository.base import Repository
+
+log = logging.getLogger(__name__)
+
+WATCHED = frozenset({"backup_label", "backup_manifest", "PG_VERSION", "global/pg_control"})
+PROGRESS_EVERY_S = 10.0
+
+
+def basebackup_argv(
+    bindir: Path,
+    conn: ConnectionInfo,
+    *,
+    label: str,
+    checkpoint: str,
+    max_rate: str | None,
+) -> list[str]:
+    """The exact pg_basebackup command line. The password never appears in it (it goes
+    in PGPASSWORD); ``--no-password`` makes a missing one fail instead of prompting."""
+    argv = [
+        str(bindir / "pg_basebackup"),
+        "--dbname", _conninfo(conn),
+        "--pgdata", "-",
+        "--format", "tar",
+        "--wal-method", "fetch",
+        "--checkpoint", checkpoint,
+        "--label", label,
+        "--no-password",
+        "--verbose",
+    ]
+    if max_rate:
+        argv += ["--max-rate", max_rate]
+    return argv
+
+
+def _conninfo(conn: ConnectionInfo) -> str:
+    parts = {
+        "host": conn.host or "localhost",
+        "port": str(conn.port or 5432),
+        "user": conn.login or "",
+        "application_name": "pgops:full_backup",
+    }
+    for key in ("sslmode", "sslrootcert", "sslcert", "sslkey"):
+        if key in conn.extra:
+            parts[key] = str(conn.extra[key])
+    return " ".join(f"{k}={_quote(v)}" for k, v in parts.items())
+
+
+def _quote(value: str) -> str:
+    if value and not re.search(r"[\s'\\]", value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def parse_backup_label(text: str) -> dict[str, str]:
+    """``backup_label`` as key → value (``START WAL LOCATION`` → ``0/2000028 (file ...)``)."""
+    out = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(": ")
+        if sep:
+            out[key.strip()] = value.strip()
+    return out
+
+
+@dataclass(frozen=True)
+class StreamFacts:
+    """What the tar stream said about the backup."""
+
+    start_lsn: int
+    checkpoint_lsn: int
+    stop_lsn: int
+    timeline: int
+    pg_version: str
+    system_identifier: str
+    manifest: bytes
+
+
+def facts_from_stream(captured: dict[str, bytes]) -> StreamFacts:
+    """Read the backup's identity from the members the scanner kept; fail closed."""
+    missing = sorted(WATCHED - captured.keys())
+    if missing:
+        raise IntegrityError(f"pg_basebackup's stream lacks {', '.join(missing)}: the backup is incomplete")
+    label = parse_backup_label(captured["backup_label"].decode())
+    try:
+        manifest = json.loads(captured["backup_manifest"])
+        ranges = manifest["WAL-Ranges"]
+        start_lsn = wal.parse_lsn(label["START WAL LOCATION"].split()[0])
+        checkpoint_lsn = wal.parse_lsn(label["CHECKPOINT LOCATION"])
+        timeline = int(label["START TIMELINE"])
+        stop_lsn = wal.parse_lsn(ranges[-1]["End-LSN"])
+    except (KeyError, IndexError, ValueError) as exc:
+        raise IntegrityError(f"cannot read backup_label/backup_manifest from the stream: {exc}") from exc
+    if len(ranges) != 1 or ranges[0]["Timeline"] != timeline:
+        raise UnsafeOperation(f"the backup spans timelines {[r['Timeline'] for r in ranges]} (a promotion during "
+                              "the backup); it is discarded, run it again")
+    system_identifier = str(struct.unpack("<Q", captured["global/pg_control"][:8])[0])
+    return StreamFacts(start_lsn, checkpoint_lsn, stop_lsn, timeline,
+                       captured["PG_VERSION"].decode().strip(), system_identifier, captured["backup_manifest"])
+
+
+class _Stderr:
+    """Collect pg_basebackup's stderr in a thread: log each line, keep the last ones."""
+
+    def __init__(self, stream) -> None:
+        self.lines: collections.deque[str] = collections.deque(maxlen=40)
+        self._thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _pump(self, stream) -> None:
+        for raw in iter(stream.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip()
+            if line:
+                self.lines.append(line)
+                log.info("pg_basebackup: %s", line)
+
+    def tail(self) -> str:
+        self._thread.join(timeout=5)
+        return "\n".join(self.lines)
+
+
+def server_identity(config: PgopsConfig) -> tuple[str, str, int]:
+    """(system identifier, major version, server_version_num), read as the backup role."""
+    from pgops.postgres.session import connect
+
+    with connect(config.database.backup_conn_id, config.database, job="full_backup") as conn:
+        sysid, version_num = conn.execute(
+            "SELECT system_identifier::text, current_setting('server_version_num')::int"
+            " FROM pg_catalog.pg_control_system()"
+        ).fetchone()
+    return sysid, str(version_num // 10000), version_num
+
+
+def new_backup_id(now: datetime) -> str:
+    return now.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def run_full_backup(
+    config: PgopsConfig,
+    repo: Repository,
+    *,
+    clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+) -> catalog.BackupRecord:
+    """Take one full backup into ``repo``; returns its committed metadata."""
+    conn = get_connection(config.database.backup_conn_id)
+    sysid, major, version_num = server_identity(config)
+    catalog.check_identity(repo, sysid, major)
+    bindir = find_bindir(int(major))
+
+    started = clock()
+    backup_id = new_backup_id(started)
+    if repo.list(catalog.backup_prefix(backup_id)):
+        raise UnsafeOperation(f"backup {backup_id} already has objects in {repo.location}; refusing to overwrite")
+    label = f"pgops {backup_id}"
+    argv = basebackup_argv(bindir, conn, label=label, checkpoint=config.backup.checkpoint,
+                           max_rate=config.backup.max_rate)
+    env = {**os.environ, "PGPASSWORD": conn.password or "", "PGCONNECT_TIMEOUT": str(config.database.connect_timeout_s)}
+    log.info("full backup %s of %s:%s starting (checkpoint=%s, zstd level %d on %d workers) into %s",
+             backup_id, conn.host, conn.port, config.backup.checkpoint, config.backup.compression_level,
+             config.backup.compression_workers, repo.location)
+    t0 = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, stdin=subprocess.DEVNULL)
+    stderr = _Stderr(proc.stderr)
+    scanner = TarScanner(WATCHED)
+    compressor = FrameCompressor(config.backup.compression_level, config.backup.compression_workers)
+
+    def pieces() -> Iterator[bytes]:
+        read = 0
+        last_report = time.monotonic()
+        for piece in read_pieces(proc.stdout, FRAME_RAW_SIZE):
+            scanner.feed(piece)
+            read += len(piece)
+            if time.monotonic() - last_report >= PROGRESS_EVERY_S:
+                last_report = time.monotonic()
+                elapsed = last_report - t0
+                log.info("full backup %s: %.0f MiB read in %.0fs (%.1f MiB/s)",
+                         backup_id, read / 2**20, elapsed, read / 2**20 / max(elapsed, 1e-9))
+            yield piece
+        rc = proc.wait()
+        if rc != 0:
+            raise TransientError(f"pg_basebackup exited with status {rc}:\n{stderr.tail()}")
+        if not scanner.ended:
+            raise IntegrityError("pg_basebackup's tar stream ended without its end-of-archive marker")
+
+    data_key = catalog.backup_key(backup_id, "data.tar.zst")
+    try:
+        data = repo.put_stream(data_key, compressor.frames(pieces()))
+    except BaseException:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        proc.wait()
+        raise
+    facts = facts_from_stream(scanner.captured)
+    if facts.system_identifier != sysid:
+        raise UnsafeOperation(f"the backup came from system {facts.system_identifier}, expected {sysid}")
+
+    import zstandard
+
+    index = repo.put_bytes(catalog.backup_key(backup_id, "data.index.json"),
+                           json.dumps(compressor.index.to_json()).encode())
+    manifest = repo.put_bytes(catalog.backup_key(backup_id, "backup_manifest.zst"),
+                              zstandard.ZstdCompressor(level=3).compress(facts.manifest))
+    stopped = clock()
+    record = catalog.BackupRecord(
+        id=backup_id,
+        label=label,
+        system_identifier=sysid,
+        pg_version=facts.pg_version,
+        server_version_num=version_num,
+        timeline=facts.timeline,
+        start_lsn=wal.format_lsn(facts.start_lsn),
+        checkpoint_lsn=wal.format_lsn(facts.checkpoint_lsn),
+        stop_lsn=wal.format_lsn(facts.stop_lsn),
+        start_wal_segment=wal.segment_of(facts.timeline, facts.start_lsn).name,
+        stop_wal_segment=wal.segment_of(facts.timeline, max(facts.stop_lsn - 1, facts.start_lsn)).name,
+        start_time=started,
+        stop_time=stopped,
+        raw_size=compressor.index.raw_size,
+        stored_size=data.size + index.size + manifest.size,
+        compression={"algorithm": "zstd", "level": config.backup.compression_level,
+                     "frame_raw_size": FRAME_RAW_SIZE, "frames": len(compressor.index.frames)},
+        objects={
+            "data": catalog.StoredObject(key=data.key, size=data.size, sha256=data.sha256),
+            "index": catalog.StoredObject(key=index.key, size=index.size, sha256=index.sha256),
+            "manifest": catalog.StoredObject(key=manifest.key, size=manifest.size, sha256=manifest.sha256),
+        },
+        pgops_version=__version__,
+    )
+    repo.put_bytes(catalog.backup_key(backup_id, catalog.MARKER), record.to_json())  # the commit marker, last
+    elapsed = time.monotonic() - t0
+    log.info("full backup %s committed: %.1f MiB raw, %.1f MiB stored (%.1fx), %.1fs, WAL %s..%s on timeline %d",
+             backup_id, record.raw_size / 2**20, record.stored_size / 2**20,
+             record.raw_size / max(record.stored_size, 1), elapsed, record.start_lsn, record.stop_lsn, record.timeline)
+    return record

@@ -1,0 +1,72 @@
+"""Full backups from a real PostgreSQL 15 into both repository backends."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from pgops.backup import catalog
+from pgops.backup.basebackup import run_full_backup
+from pgops.backup.frames import FrameIndex, decompress_frame
+from pgops.config import PgopsConfig
+from pgops.errors import UnsafeOperation
+from pgops.postgres.cluster import as_server_user, chown_to_server_user, find_bindir
+from pgops.repository.local import LocalRepository
+
+
+def extract(repo, record: catalog.BackupRecord, target: Path) -> None:
+    """Rebuild the data directory from the stored frames (checking each) with GNU tar."""
+    index = FrameIndex.from_json(json.loads(repo.get_bytes(record.objects["index"].key)))
+    tar = subprocess.Popen(["tar", "-x", "-C", str(target)], stdin=subprocess.PIPE)
+    for frame in index.frames:
+        stored = repo.get_bytes(record.objects["data"].key, frame.stored_offset, frame.stored_size)
+        tar.stdin.write(decompress_frame(stored, frame.sha256, frame.raw_size))
+    tar.stdin.close()
+    assert tar.wait() == 0
+
+
+def test_full_backup_passes_pg_verifybackup(fixia_conns, tmp_path):
+    repo = LocalRepository(tmp_path / "repo")
+    record = run_full_backup(PgopsConfig(), repo)
+
+    stored = {o.key for o in repo.list(catalog.backup_prefix(record.id))}
+    assert stored == {o.key for o in record.objects.values()} | {catalog.backup_key(record.id, "backup.json")}
+    for obj in record.objects.values():
+        assert repo.sha256(obj.key) == obj.sha256
+    assert record.raw_size > 250 * 2**20 and record.stored_size < record.raw_size / 2
+    with fixia_conns.superuser() as conn:
+        sysid = conn.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()[0]
+    assert record.system_identifier == sysid and record.pg_version == "15" and record.timeline == 1
+
+    # The whole stored object is an ordinary zstd file too.
+    whole = zstandard.ZstdDecompressor().stream_reader(repo.root.joinpath(record.objects["data"].key).open("rb"))
+    assert whole.read(512)[:12] == b"backup_label"
+
+    target = Path(tempfile.mkdtemp(prefix="pgops-verify-"))
+    try:
+        extract(repo, record, target)
+        chown_to_server_user(target)
+        proc = subprocess.run(as_server_user([str(find_bindir() / "pg_verifybackup"), str(target)]),
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        assert "backup successfully verified" in proc.stdout
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
+
+    (entry,) = catalog.read_catalog(repo)
+    assert entry.record == record
+
+
+def test_repository_of_another_cluster_is_refused(fixia_conns, tmp_path):
+    repo = LocalRepository(tmp_path / "repo")
+    repo.put_bytes(catalog.IDENTITY_KEY, json.dumps(
+        {"format": 1, "system_identifier": "42", "pg_version": "15"}).encode())
+    with pytest.raises(UnsafeOperation, match="belongs to the cluster with system identifier 42"):
+        run_full_backup(PgopsConfig(), repo)
+    assert repo.list(catalog.BACKUPS) == []
