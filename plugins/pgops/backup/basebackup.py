@@ -18,7 +18,6 @@ import collections
 import json
 import logging
 import os
-import re
 import signal
 import struct
 import subprocess
@@ -37,6 +36,7 @@ from pgops.config import PgopsConfig
 from pgops.connections import ConnectionInfo, get_connection
 from pgops.errors import IntegrityError, TransientError, UnsafeOperation
 from pgops.postgres.cluster import find_bindir
+from pgops.postgres.session import conninfo_string
 from pgops.repository.base import Repository
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def basebackup_argv(
     in PGPASSWORD); ``--no-password`` makes a missing one fail instead of prompting."""
     argv = [
         str(bindir / "pg_basebackup"),
-        "--dbname", _conninfo(conn),
+        "--dbname", conninfo_string(conn, "pgops:full_backup"),
         "--pgdata", "-",
         "--format", "tar",
         "--wal-method", "fetch",
@@ -69,25 +69,6 @@ def basebackup_argv(
     if max_rate:
         argv += ["--max-rate", max_rate]
     return argv
-
-
-def _conninfo(conn: ConnectionInfo) -> str:
-    parts = {
-        "host": conn.host or "localhost",
-        "port": str(conn.port or 5432),
-        "user": conn.login or "",
-        "application_name": "pgops:full_backup",
-    }
-    for key in ("sslmode", "sslrootcert", "sslcert", "sslkey"):
-        if key in conn.extra:
-            parts[key] = str(conn.extra[key])
-    return " ".join(f"{k}={_quote(v)}" for k, v in parts.items())
-
-
-def _quote(value: str) -> str:
-    if value and not re.search(r"[\s'\\]", value):
-        return value
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def parse_backup_label(text: str) -> dict[str, str]:

@@ -39,6 +39,22 @@ def libpq_params(conn: ConnectionInfo) -> dict[str, Any]:
     return {k: v for k, v in params.items() if v is not None}
 
 
+def conninfo_string(conn: ConnectionInfo, application_name: str) -> str:
+    """A libpq conninfo string for command-line tools (pg_basebackup, pg_receivewal).
+
+    The password is left out: pass it in PGPASSWORD, never on a command line.
+    """
+    parts = {k: str(v) for k, v in libpq_params(conn).items() if k not in ("password", "dbname")}
+    parts["application_name"] = application_name
+    return " ".join(f"{k}={_conninfo_quote(v)}" for k, v in parts.items())
+
+
+def _conninfo_quote(value: str) -> str:
+    if value and not any(ch.isspace() or ch in "'\\" for ch in value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def session_options(
     application_name: str, statement_timeout_s: int, lock_timeout_s: int | None = None
 ) -> dict[str, Any]:

@@ -1,0 +1,248 @@
+"""Hourly WAL shipping through a physical replication slot owned by pgops.
+
+Each run:
+
+1. checks the slot (``backup.slot_name``): missing, or invalidated (``wal_status =
+   lost``, WAL it needed was removed), means a gap: the slot is (re)created and the run
+   reports a **chain break**, so a full backup starts a new chain;
+2. checks the timeline and system identifier against the repository (a promotion or a
+   re-created cluster is also a chain break, or a refusal);
+3. ``pg_switch_wal()`` when WAL was written since the last switch, then
+   ``pg_receivewal --slot … --endpos=<end of that segment> --no-loop`` into the spool;
+4. ships every complete segment (never a ``.partial``) and timeline history file:
+   compress, checksum, upload, confirm, then remove it from the spool.
+
+Stored names carry the sha256 of the raw file, as pgBackRest's do:
+``wal/<first 16 chars>/<segment>-<sha256>.zst``. A rerun after a crash at any point
+ships exactly what is missing: a segment already stored with the same checksum is
+skipped; with a different checksum it is an :class:`IntegrityError`, never overwritten.
+
+The spool is part of the durability chain: the slot lets the server recycle WAL once
+pg_receivewal has flushed it to the spool, before it is uploaded. Keep the spool on a
+persistent disk of the worker that runs the WAL DAG.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import subprocess
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pgops.backup import catalog, wal
+from pgops.config import PgopsConfig
+from pgops.connections import get_connection
+from pgops.errors import IntegrityError, TransientError
+from pgops.postgres.cluster import find_bindir
+from pgops.postgres.sqlfiles import load as load_sql
+from pgops.repository.base import Repository
+
+log = logging.getLogger(__name__)
+
+WAL_PREFIX = "wal/"
+HISTORY_DIR = "wal/history/"
+POINTS_DIR = "wal/points/"
+
+
+def wal_dir(name: str) -> str:
+    if wal.is_history_name(name):
+        return HISTORY_DIR
+    return f"{WAL_PREFIX}{name[:16]}/"
+
+
+def wal_key(name: str, sha256: str) -> str:
+    return f"{wal_dir(name)}{name}-{sha256}.zst"
+
+
+def stored_versions(repo: Repository, name: str) -> list[str]:
+    """Keys stored for WAL file ``name`` (normally zero or one)."""
+    return [o.key for o in repo.list(f"{wal_dir(name)}{name}-")]
+
+
+def parse_wal_key(key: str) -> tuple[str, str]:
+    """``wal/…/<name>-<sha256>.zst`` → (name, sha256)."""
+    base = key.rsplit("/", 1)[-1].removesuffix(".zst")
+    name, _, digest = base.rpartition("-")
+    if not name or len(digest) != 64:
+        raise ValueError(f"not a stored WAL key: {key}")
+    return name, digest
+
+
+def ship_file(repo: Repository, path: Path, level: int = 3) -> tuple[str, bool]:
+    """Store one WAL or history file idempotently; returns (key, uploaded?)."""
+    import zstandard
+
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    existing = stored_versions(repo, path.name)
+    key = wal_key(path.name, digest)
+    if key in existing:
+        return key, False
+    if existing:
+        raise IntegrityError(
+            f"{path.name} is already in {repo.location} with a different checksum ({existing[0]}), "
+            f"local copy has sha256 {digest}: refusing to overwrite. Compare both before removing either."
+        )
+    repo.put_bytes(key, zstandard.ZstdCompressor(level=level).compress(data))
+    return key, True
+
+
+@dataclass
+class SlotState:
+    exists: bool
+    wal_status: str | None = None
+    restart_lsn: str | None = None
+    retained_bytes: int | None = None
+
+
+@dataclass
+class ShipResult:
+    """What a run did and found; ``chain_breaks`` non-empty means a new chain is needed."""
+
+    shipped: list[str] = field(default_factory=list)
+    already_stored: list[str] = field(default_factory=list)
+    switched: bool = False
+    end_lsn: str | None = None
+    timeline: int | None = None
+    slot_retained_bytes: int | None = None
+    chain_breaks: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _slot_state(conn, slot: str) -> SlotState:
+    row = conn.execute(load_sql("backup/slot_state.sql"), {"slot": slot}).fetchone()
+    if row is None:
+        return SlotState(False)
+    return SlotState(True, row[0], row[1], row[2])
+
+
+def ensure_slot(conn, slot: str, result: ShipResult) -> SlotState:
+    """Create the slot when missing; recreate it when invalidated. Either is a chain break."""
+    state = _slot_state(conn, slot)
+    if state.exists and state.wal_status == "lost":
+        result.chain_breaks.append(
+            f"replication slot {slot!r} was invalidated (wal_status=lost): the server removed WAL it had not "
+            "shipped (max_slot_wal_keep_size exceeded?). WAL since the last shipped segment is gone; "
+            "the slot is recreated and a new full backup starts a new chain")
+        conn.execute("SELECT pg_catalog.pg_drop_replication_slot(%s)", [slot])
+        state = SlotState(False)
+    if not state.exists:
+        conn.execute("SELECT pg_catalog.pg_create_physical_replication_slot(%s, true)", [slot])
+        if not result.chain_breaks:
+            result.chain_breaks.append(
+                f"replication slot {slot!r} did not exist: created now. WAL before this point was not shipped "
+                "by this slot; a new full backup starts a new chain")
+        state = _slot_state(conn, slot)
+    return state
+
+
+def stored_timelines(repo: Repository) -> set[int]:
+    out = set()
+    for obj in repo.list(WAL_PREFIX):
+        name = obj.key.rsplit("/", 1)[-1]
+        if wal.is_segment_name(name[:24]) and name[24:25] == "-":
+            out.add(int(name[:8], 16))
+    return out
+
+
+def receivewal_argv(bindir: Path, conninfo: str, spool: Path, slot: str, endpos: int) -> list[str]:
+    return [
+        str(bindir / "pg_receivewal"),
+        "--dbname", conninfo,
+        "--directory", str(spool),
+        "--slot", slot,
+        "--endpos", wal.format_lsn(endpos),
+        "--no-loop",
+        "--no-password",
+        "--verbose",
+    ]
+
+
+def spool_files(spool: Path) -> list[Path]:
+    """Complete segments and history files in the spool, in WAL order (never .partial)."""
+    files = [p for p in spool.iterdir() if p.is_file() and (wal.is_segment_name(p.name) or wal.is_history_name(p.name))]
+    return sorted(files, key=lambda p: (not wal.is_history_name(p.name), p.name))
+
+
+def ship_wal(config: PgopsConfig, repo: Repository, *, timeout_s: int = 1800) -> ShipResult:
+    """One WAL shipping run (see the module docstring)."""
+    from pgops.postgres.session import connect, conninfo_string
+
+    result = ShipResult()
+    slot = config.backup.slot_name
+    spool = config.resolve_path(config.backup.spool_dir) / slot
+    spool.mkdir(parents=True, exist_ok=True)
+    conn_info = get_connection(config.database.backup_conn_id)
+
+    with connect(config.database.backup_conn_id, config.database, job="wal_shipping") as conn:
+        sysid, version_num, timeline, seg_size = conn.execute(load_sql("backup/server_identity.sql")).fetchone()
+        catalog.check_identity(repo, sysid, str(version_num // 10000))
+        result.timeline = timeline
+        known = stored_timelines(repo)
+        if known and timeline > max(known):
+            result.chain_breaks.append(
+                f"timeline switch: the server is on timeline {timeline}, the repository's newest WAL is on "
+                f"timeline {max(known)} (a promotion or a point-in-time restore); a new full backup starts a new chain")
+        elif known and timeline < max(known):
+            raise IntegrityError(
+                f"the server is on timeline {timeline} but {repo.location} already holds WAL of timeline "
+                f"{max(known)}: is this an old primary? Refusing to ship into the newer history.")
+        state = ensure_slot(conn, slot, result)
+        # pg_switch_wal() itself does nothing when no WAL was written since the last
+        # switch: it then returns the current segment boundary.
+        switch_lsn = wal.parse_lsn(conn.execute("SELECT pg_catalog.pg_switch_wal()::text").fetchone()[0])
+        result.switched = switch_lsn % seg_size != 0
+        endpos = -(-switch_lsn // seg_size) * seg_size  # the end of the switched segment
+        result.end_lsn = wal.format_lsn(endpos)
+        switch_time = conn.execute("SELECT pg_catalog.now()").fetchone()[0]
+        if result.switched:
+            # pg_receivewal stops only once the server sent WAL past --endpos; a restore
+            # point is one small record in the new segment that gets it there at once
+            # (instead of waiting for the next background WAL write), and doubles as a
+            # named recovery target.
+            conn.execute("SELECT pg_catalog.pg_create_restore_point(%s)",
+                         [f"pgops-wal-{switch_time.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}"])
+
+    bindir = find_bindir(version_num // 10000)
+    received_to = wal.parse_lsn(state.restart_lsn) if state.restart_lsn else 0
+    if endpos > received_to:
+        argv = receivewal_argv(bindir, conninfo_string(conn_info, "pgops:wal_shipping"), spool, slot, endpos)
+        env = {**os.environ, "PGPASSWORD": conn_info.password or "",
+               "PGCONNECT_TIMEOUT": str(config.database.connect_timeout_s)}
+        log.info("receiving WAL up to %s into %s", result.end_lsn, spool)
+        try:
+            proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout_s,
+                                  stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as exc:
+            raise TransientError(f"pg_receivewal did not reach {result.end_lsn} within {timeout_s}s") from exc
+        for line in proc.stderr.splitlines():
+            log.info("pg_receivewal: %s", line)
+        if proc.returncode != 0:
+            raise TransientError(f"pg_receivewal exited with status {proc.returncode}: {proc.stderr.strip()[-2000:]}")
+
+    for path in spool_files(spool):
+        key, uploaded = ship_file(repo, path, config.backup.compression_level)
+        (result.shipped if uploaded else result.already_stored).append(path.name)
+        path.unlink()  # only after the repository confirmed the object
+        log.info("%s %s", "shipped" if uploaded else "already stored", key)
+
+    with connect(config.database.backup_conn_id, config.database, job="wal_shipping") as conn:
+        # Everything up to endpos is now confirmed in the repository: release it on the
+        # server. (pg_receivewal's own feedback may not have reached the slot yet.)
+        if endpos > received_to:
+            conn.execute(load_sql("backup/advance_slot.sql"), {"slot": slot, "lsn": result.end_lsn})
+        state = _slot_state(conn, slot)
+    result.slot_retained_bytes = state.retained_bytes
+    point = {"time": switch_time.astimezone(timezone.utc).isoformat(), "lsn": result.end_lsn,
+             "timeline": timeline, "shipped": result.shipped}
+    repo.put_bytes(f"{POINTS_DIR}{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{endpos:016X}.json",
+                   json.dumps(point).encode())
+    log.info("WAL shipping: %d shipped, %d already stored, up to %s on timeline %d; slot %s retains %s bytes",
+             len(result.shipped), len(result.already_stored), result.end_lsn, timeline, slot, result.slot_retained_bytes)
+    return result

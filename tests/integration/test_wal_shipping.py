@@ -1,0 +1,110 @@
+"""WAL shipping against a real PostgreSQL 15 cluster of its own."""
+
+from __future__ import annotations
+
+import pytest
+
+from pgops.backup import wal
+from pgops.backup.walship import WAL_PREFIX, parse_wal_key, ship_wal
+from pgops.config import parse_config
+from pgops.errors import IntegrityError
+from pgops.repository.local import LocalRepository
+
+from .servers import make_fixia, start_cluster
+
+
+@pytest.fixture
+def server(monkeypatch):
+    cluster = start_cluster()
+    try:
+        srv = make_fixia(cluster, scale=None)
+        for key, value in srv.airflow_conn_env().items():
+            monkeypatch.setenv(key, value)
+        with srv.superuser() as conn:
+            conn.execute("CREATE TABLE public.churn (id bigserial PRIMARY KEY, pad text)")
+        yield srv
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def config(tmp_path):
+    return parse_config({"repository": {"url": str(tmp_path / "repo")},
+                         "backup": {"spool_dir": str(tmp_path / "spool"), "slot_name": "pgops_test"}})
+
+
+def write_wal(server, mib: int) -> None:
+    with server.superuser() as conn:
+        conn.execute("INSERT INTO public.churn (pad) SELECT repeat(md5(g::text), 32) FROM generate_series(1, %s) g",
+                     [mib * 1024])
+
+
+def stored_segments(repo) -> list[wal.Segment]:
+    names = [parse_wal_key(o.key)[0] for o in repo.list(WAL_PREFIX) if "/history/" not in o.key
+             and not o.key.startswith("wal/points/")]
+    return sorted(wal.parse_segment(n) for n in names)
+
+
+def test_shipping_is_gap_free_idempotent_and_reports_a_new_slot(server, config):
+    repo = LocalRepository(config.repository.local_path())
+    first = ship_wal(config, repo)
+    assert first.chain_breaks and "did not exist" in first.chain_breaks[0]
+    assert len(first.shipped) == 1
+
+    write_wal(server, 40)
+    second = ship_wal(config, repo)
+    assert second.chain_breaks == []
+    assert len(second.shipped) >= 3
+    segs = stored_segments(repo)
+    assert [s.number for s in segs] == list(range(segs[0].number, segs[-1].number + 1)), "gap in shipped WAL"
+    assert second.slot_retained_bytes is not None and second.slot_retained_bytes < 16 * 2**20
+
+    spool = config.resolve_path(config.backup.spool_dir) / "pgops_test"
+    assert [p.name for p in spool.iterdir() if not p.name.endswith(".partial")] == []
+
+    third = ship_wal(config, repo)  # nothing written since: nothing new, nothing duplicated
+    assert third.shipped == [] or len(third.shipped) == 1
+    assert len(stored_segments(repo)) == len(set(stored_segments(repo)))
+
+
+def test_rerun_after_crash_ships_only_what_is_missing(server, config):
+    repo = LocalRepository(config.repository.local_path())
+    ship_wal(config, repo)
+    write_wal(server, 20)
+    ship_wal(config, repo)
+    spool = config.resolve_path(config.backup.spool_dir) / "pgops_test"
+    # A crash after the upload but before the spool file was removed: the file is back.
+    last = stored_segments(repo)[-1]
+    import zstandard
+
+    (key,) = [o.key for o in repo.list(f"wal/{last.name[:16]}/{last.name}-")]
+    (spool / last.name).write_bytes(zstandard.ZstdDecompressor().decompress(repo.get_bytes(key)))
+    before = len(stored_segments(repo))
+    result = ship_wal(config, repo)
+    assert last.name in result.already_stored
+    assert not (spool / last.name).exists()
+    assert len(stored_segments(repo)) >= before
+
+
+def test_a_different_segment_under_a_stored_name_is_refused(server, config):
+    repo = LocalRepository(config.repository.local_path())
+    ship_wal(config, repo)
+    spool = config.resolve_path(config.backup.spool_dir) / "pgops_test"
+    first = stored_segments(repo)[0]
+    (spool / first.name).write_bytes(b"\0" * 16 * 2**20)
+    objects_before = repo.list(WAL_PREFIX)
+    with pytest.raises(IntegrityError, match="different checksum"):
+        ship_wal(config, repo)
+    assert [o.key for o in repo.list(f"wal/{first.name[:16]}/{first.name}-")] == \
+           [o.key for o in objects_before if f"/{first.name}-" in o.key]
+    assert (spool / first.name).exists(), "the conflicting file is kept for inspection"
+
+
+def test_a_dropped_slot_is_a_chain_break(server, config):
+    repo = LocalRepository(config.repository.local_path())
+    ship_wal(config, repo)
+    with server.superuser() as conn:
+        conn.execute("SELECT pg_drop_replication_slot('pgops_test')")
+    write_wal(server, 20)
+    result = ship_wal(config, repo)
+    assert any("did not exist" in b for b in result.chain_breaks)
