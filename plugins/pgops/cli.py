@@ -51,6 +51,29 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backup_full(args: argparse.Namespace) -> int:
+    from pgops.backup.basebackup import run_full_backup
+    from pgops.repository import open_repository
+
+    config = _config(args)
+    record = run_full_backup(config, open_repository(config.repository))
+    print(json.dumps({"backup_id": record.id, "raw_size": record.raw_size, "stored_size": record.stored_size,
+                      "start_lsn": record.start_lsn, "stop_lsn": record.stop_lsn}, indent=2))
+    return 0
+
+
+def cmd_backup_wal(args: argparse.Namespace) -> int:
+    from pgops.backup.walship import ship_wal
+    from pgops.repository import open_repository
+
+    config = _config(args)
+    result = ship_wal(config, open_repository(config.repository))
+    print(json.dumps(result.to_json(), indent=2))
+    for problem in result.chain_breaks:
+        print(f"pgops: WAL chain break: {problem}", file=sys.stderr)
+    return 3 if result.chain_breaks else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pgops",
@@ -69,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_config_check)
     docs = config_sub.add_parser("docs", help="print the configuration reference (docs/configuration.md)")
     docs.set_defaults(func=cmd_config_docs)
+
+    backup = sub.add_parser("backup", help="take a full backup or ship WAL now (as the DAGs do)")
+    backup_sub = backup.add_subparsers(dest="backup_command", metavar="KIND", required=True)
+    full = backup_sub.add_parser("full", help="stream a full backup into the repository; prints its id")
+    full.set_defaults(func=cmd_backup_full)
+    walp = backup_sub.add_parser("wal", help="switch WAL and ship every complete segment; exit 3 on a chain break")
+    walp.set_defaults(func=cmd_backup_wal)
 
     pre = sub.add_parser("preflight", help="check that the database is set up for pgops (as the monitoring role)")
     pre.set_defaults(func=cmd_preflight)

@@ -62,3 +62,26 @@ def default_args(
         "retry_policy": retry_policy(),
         **extra,
     }
+
+
+def is_stale_run(run_type: str | None, data_interval_end: datetime | None, now: datetime,
+                 max_lag: timedelta) -> str | None:
+    """Why a run must not take a backup now, or None when it should.
+
+    A backup is always of the database as it is now: a backfill, or a manual run for an
+    interval that ended long ago, would store today's data under a historic label. Such
+    runs do nothing and say why. ``now`` is the wall clock here on purpose: the question
+    is whether the run is about the present.
+    """
+    if run_type == "backfill":
+        return "this is a backfill run: backups cannot be taken for the past, so it does nothing"
+    if data_interval_end is not None and now - data_interval_end > max_lag:
+        return (f"the run's interval ended at {data_interval_end.isoformat()}, more than {max_lag} ago: "
+                "a backup taken now would not be of that interval, so it does nothing")
+    return None
+
+
+# Asset URIs. The "x-" scheme marks them as custom, so Airflow does not load every
+# provider's URI normalizers while parsing a DAG file (~0.2-0.5 s otherwise).
+FULL_BACKUP_ASSET = "x-pgops://fixia/full-backup"
+WAL_CHAIN_BREAK_ASSET = "x-pgops://fixia/wal-chain-break"

@@ -70,3 +70,34 @@ def test_repository_of_another_cluster_is_refused(fixia_conns, tmp_path):
     with pytest.raises(UnsafeOperation, match="belongs to the cluster with system identifier 42"):
         run_full_backup(PgopsConfig(), repo)
     assert repo.list(catalog.BACKUPS) == []
+
+
+def test_full_backup_then_wal_shipping_is_one_gap_free_chain(tmp_path, monkeypatch):
+    """The backup creates the slot before it starts, so the WAL from its start on is
+    kept and the first WAL run continues the chain without a break."""
+    from pgops.backup import wal
+    from pgops.backup.walship import WAL_PREFIX, parse_wal_key, ship_wal
+    from pgops.config import parse_config
+
+    from .servers import make_fixia, start_cluster
+
+    cluster = start_cluster()
+    try:
+        server = make_fixia(cluster, scale=None)
+        for key, value in server.airflow_conn_env().items():
+            monkeypatch.setenv(key, value)
+        config = parse_config({"repository": {"url": str(tmp_path / "repo")},
+                               "backup": {"spool_dir": str(tmp_path / "spool")}})
+        repo = LocalRepository(tmp_path / "repo")
+        record = run_full_backup(config, repo)
+        with server.superuser() as conn:
+            conn.execute("CREATE TABLE t AS SELECT g FROM generate_series(1, 300000) g")
+        result = ship_wal(config, repo)
+        assert result.chain_breaks == []
+        numbers = sorted(wal.parse_segment(parse_wal_key(o.key)[0]).number
+                         for o in repo.list(WAL_PREFIX) if "/points/" not in o.key)
+        start = wal.parse_segment(record.start_wal_segment).number
+        assert numbers[0] <= start
+        assert numbers == list(range(numbers[0], numbers[-1] + 1))
+    finally:
+        cluster.destroy()

@@ -137,8 +137,11 @@ class _Stderr:
         return "\n".join(self.lines)
 
 
-def server_identity(config: PgopsConfig) -> tuple[str, str, int]:
-    """(system identifier, major version, server_version_num), read as the backup role."""
+def prepare_server(config: PgopsConfig) -> tuple[str, str, int]:
+    """Read (system identifier, major version, server_version_num) as the backup role,
+    and make sure pgops' replication slot exists, so that every WAL segment from this
+    backup's start on is kept for WAL shipping: the backup starts a gap-free chain."""
+    from pgops.backup.walship import ensure_slot
     from pgops.postgres.session import connect
 
     with connect(config.database.backup_conn_id, config.database, job="full_backup") as conn:
@@ -146,6 +149,7 @@ def server_identity(config: PgopsConfig) -> tuple[str, str, int]:
             "SELECT system_identifier::text, current_setting('server_version_num')::int"
             " FROM pg_catalog.pg_control_system()"
         ).fetchone()
+        ensure_slot(conn, config.backup.slot_name)
     return sysid, str(version_num // 10000), version_num
 
 
@@ -161,7 +165,7 @@ def run_full_backup(
 ) -> catalog.BackupRecord:
     """Take one full backup into ``repo``; returns its committed metadata."""
     conn = get_connection(config.database.backup_conn_id)
-    sysid, major, version_num = server_identity(config)
+    sysid, major, version_num = prepare_server(config)
     catalog.check_identity(repo, sysid, major)
     bindir = find_bindir(int(major))
 

@@ -122,11 +122,17 @@ def _slot_state(conn, slot: str) -> SlotState:
     return SlotState(True, row[0], row[1], row[2])
 
 
-def ensure_slot(conn, slot: str, result: ShipResult) -> SlotState:
-    """Create the slot when missing; recreate it when invalidated. Either is a chain break."""
+def ensure_slot(conn, slot: str, result: ShipResult | None = None, *, archive_started: bool = False) -> SlotState:
+    """Create the slot when missing; recreate it when invalidated.
+
+    An invalidated slot always means lost WAL. A missing slot means a gap only when the
+    repository already holds backups or WAL (``archive_started``); on an empty
+    repository it simply starts the archive. Gaps go to ``result.chain_breaks``.
+    """
+    breaks = result.chain_breaks if result is not None else []
     state = _slot_state(conn, slot)
     if state.exists and state.wal_status == "lost":
-        result.chain_breaks.append(
+        breaks.append(
             f"replication slot {slot!r} was invalidated (wal_status=lost): the server removed WAL it had not "
             "shipped (max_slot_wal_keep_size exceeded?). WAL since the last shipped segment is gone; "
             "the slot is recreated and a new full backup starts a new chain")
@@ -134,10 +140,12 @@ def ensure_slot(conn, slot: str, result: ShipResult) -> SlotState:
         state = SlotState(False)
     if not state.exists:
         conn.execute("SELECT pg_catalog.pg_create_physical_replication_slot(%s, true)", [slot])
-        if not result.chain_breaks:
-            result.chain_breaks.append(
+        if archive_started and not breaks:
+            breaks.append(
                 f"replication slot {slot!r} did not exist: created now. WAL before this point was not shipped "
                 "by this slot; a new full backup starts a new chain")
+        elif not archive_started:
+            log.info("created replication slot %s: the WAL archive starts here", slot)
         state = _slot_state(conn, slot)
     return state
 
@@ -193,7 +201,8 @@ def ship_wal(config: PgopsConfig, repo: Repository, *, timeout_s: int = 1800) ->
             raise IntegrityError(
                 f"the server is on timeline {timeline} but {repo.location} already holds WAL of timeline "
                 f"{max(known)}: is this an old primary? Refusing to ship into the newer history.")
-        state = ensure_slot(conn, slot, result)
+        state = ensure_slot(conn, slot, result,
+                            archive_started=bool(known) or bool(repo.list(catalog.BACKUPS)))
         # pg_switch_wal() itself does nothing when no WAL was written since the last
         # switch: it then returns the current segment boundary.
         switch_lsn = wal.parse_lsn(conn.execute("SELECT pg_catalog.pg_switch_wal()::text").fetchone()[0])

@@ -10,7 +10,7 @@ stopped. It brings up, in order:
 3. a local backup repository (``var/repository``);
 4. Airflow standalone (``var/airflow``, SQLite) with the project's DAGs, unpaused,
    its connections passed as ``AIRFLOW_CONN_*`` variables from ``var/secrets/pgops.env``;
-5. the main job, run once, and its result.
+5. the main job (a full backup, then a WAL shipping run), and its result.
 
 Every part that fails to start is named with the log to read. ``down`` stops what
 ``up`` started, by process id.
@@ -40,7 +40,8 @@ from pgops.postgres.cluster import FIXIA_HBA_LINES, FIXIA_SERVER_SETTINGS, Local
 log = logging.getLogger("pgops.devstack")
 
 DBNAME = "fixia"
-MAIN_DAG = "pgops_preflight"
+# The main job: a full backup, then one WAL shipping run, into the local repository.
+MAIN_DAGS = ("pgops_full_backup", "pgops_wal_shipping")
 ROLE_CONNECTIONS = {
     "pgops_backup": "pgops_backup",
     "pgops_monitor": "pgops_monitor",
@@ -209,6 +210,12 @@ class Stack:
                 )
             self.airflow_pidfile.write_text(str(proc.pid))
         self._wait_airflow_healthy()
+        from pgops.orchestration import BACKUP_POOL
+
+        pool = self._airflow("pools", "set", BACKUP_POOL, "1",
+                             "pgops: one at a time among WAL shipping, full backups and pruning")
+        if pool.returncode != 0:
+            raise StackError(f"cannot create the Airflow pool {BACKUP_POOL}: {pool.stderr.strip()[-500:]}")
         self._wait_dags_listed()
 
     def _wait_airflow_healthy(self, timeout: float = 240) -> None:
@@ -245,16 +252,16 @@ class Stack:
             time.sleep(3)
         raise StackError(f"DAGs {expected} not listed after {timeout:.0f}s\n  log: {self.airflow_log}")
 
-    def run_main_job(self, timeout: float = 300) -> str:
+    def run_main_job(self, dag_id: str, timeout: float = 900) -> str:
         run_id = f"make_up__{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}"
-        self._step(f"running the main job: {MAIN_DAG} (run {run_id})")
-        trig = self._airflow("dags", "trigger", MAIN_DAG, "--run-id", run_id)
+        self._step(f"running the main job: {dag_id} (run {run_id})")
+        trig = self._airflow("dags", "trigger", dag_id, "--run-id", run_id)
         if trig.returncode != 0:
-            raise StackError(f"cannot trigger {MAIN_DAG}: {trig.stderr.strip()[-1000:]}")
+            raise StackError(f"cannot trigger {dag_id}: {trig.stderr.strip()[-1000:]}")
         deadline = time.monotonic() + timeout
         state = "queued"
         while time.monotonic() < deadline:
-            runs = _json_output(self._airflow("dags", "list-runs", MAIN_DAG, "-o", "json"))
+            runs = _json_output(self._airflow("dags", "list-runs", dag_id, "-o", "json"))
             if runs is not None:
                 for run in runs:
                     if run["run_id"] == run_id:
@@ -262,10 +269,10 @@ class Stack:
             if state in ("success", "failed"):
                 break
             time.sleep(3)
-        task_logs = self.airflow_home / "logs" / f"dag_id={MAIN_DAG}" / f"run_id={run_id}"
+        task_logs = self.airflow_home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
         if state != "success":
-            raise StackError(f"the main job {MAIN_DAG} ended {state}\n  log: {task_logs}")
-        self._step(f"main job {MAIN_DAG}: {state} (task logs: {task_logs})")
+            raise StackError(f"the main job {dag_id} ended {state}\n  log: {task_logs}")
+        self._step(f"main job {dag_id}: {state} (task logs: {task_logs})")
         return state
 
     # -- commands ----------------------------------------------------------------
@@ -277,7 +284,8 @@ class Stack:
         self.write_env_file()
         self.up_airflow()
         if run_main:
-            self.run_main_job()
+            for dag_id in MAIN_DAGS:
+                self.run_main_job(dag_id)
         password_file = self.airflow_home / "simple_auth_manager_passwords.json.generated"
         self._step("ready")
         print(

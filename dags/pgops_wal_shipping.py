@@ -1,0 +1,73 @@
+"""
+### pgops_wal_shipping: hourly WAL shipping
+
+Through the physical replication slot `backup.slot_name` (created by pgops): switches
+WAL when any was written, receives it with `pg_receivewal` into the spool
+(`backup.spool_dir`, keep it on a persistent disk), and ships every complete segment
+and timeline history file to the repository, checksummed, before removing it from
+the spool. A rerun after a crash ships exactly what is missing.
+
+**Chain breaks fail the run loudly**: a missing or invalidated slot (`wal_status =
+lost`, raise `max_slot_wal_keep_size` or ship more often), a timeline switch, or WAL
+that cannot be received means point-in-time recovery has a gap. Then
+`announce_chain_break` emits the Asset `x-pgops://fixia/wal-chain-break`, which starts a
+full backup (a new chain), and `fail_on_chain_break` turns the run red with the reason.
+
+**Other failures**: a segment already stored with a different checksum
+(`IntegrityError`) is never overwritten: compare the two copies. A repository of
+another cluster is refused. Unreachable server or storage is retried.
+
+**Monitoring**: the result (XCom) has `slot_retained_bytes`, the WAL the slot keeps on
+the server; past `max_slot_wal_keep_size` (8GB in the local stack) the server
+invalidates the slot rather than fill its disk.
+
+Backfills and stale runs do nothing. Shares the one-slot pool `pgops_backup` with full
+backups and pruning.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import Asset, dag, task
+
+from pgops.config import load_config
+from pgops.orchestration import BACKUP_POOL, START_DATE, TAG, WAL_CHAIN_BREAK_ASSET, default_args
+
+CONFIG = load_config()
+WAL_CHAIN_BREAK = Asset(WAL_CHAIN_BREAK_ASSET)
+
+
+@dag(
+    dag_id="pgops_wal_shipping",
+    schedule=CONFIG.backup.wal_schedule,
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    tags=[TAG, "backup"],
+    doc_md=__doc__,
+    default_args=default_args(retries=3, execution_timeout=timedelta(minutes=45), pool=BACKUP_POOL),
+)
+def pgops_wal_shipping():
+    @task
+    def ship_wal(**context) -> dict:
+        from pgops.backup import tasks
+
+        return tasks.ship_wal(context)
+
+    @task(outlets=[WAL_CHAIN_BREAK])
+    def announce_chain_break(result: dict) -> list:
+        from pgops.backup import tasks
+
+        return tasks.announce_chain_break(result)
+
+    @task
+    def fail_on_chain_break(problems: list) -> None:
+        from pgops.backup import tasks
+
+        tasks.fail_on_chain_break(problems)
+
+    fail_on_chain_break(announce_chain_break(ship_wal()))
+
+
+pgops_wal_shipping()

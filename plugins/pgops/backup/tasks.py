@@ -1,0 +1,88 @@
+"""Task entry points of the backup DAGs: each DAG task body is one call here.
+
+They re-validate the configuration at task start, refuse backfills and stale runs
+(:func:`pgops.orchestration.is_stale_run`), and return small JSON-able summaries for
+XCom and Asset events.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from pgops.config import load_config
+from pgops.errors import UnsafeOperation
+from pgops.orchestration import is_stale_run
+
+log = logging.getLogger(__name__)
+
+
+def _guard(context: dict[str, Any], max_lag: timedelta) -> str | None:
+    dag_run = context.get("dag_run")
+    run_type = getattr(dag_run, "run_type", None)
+    reason = is_stale_run(str(run_type.value if hasattr(run_type, "value") else run_type) if run_type else None,
+                          context.get("data_interval_end"), datetime.now(timezone.utc), max_lag)
+    if reason:
+        log.warning("%s", reason)
+    return reason
+
+
+def full_backup(context: dict[str, Any], asset: Any = None) -> dict[str, Any]:
+    """Take a full backup; attach its summary to the Asset event when given."""
+    from pgops.backup.basebackup import run_full_backup
+    from pgops.repository import open_repository
+
+    config = load_config()
+    reason = _guard(context, timedelta(days=1))
+    if reason:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        raise AirflowSkipException(reason)
+    record = run_full_backup(config, open_repository(config.repository))
+    summary = {
+        "backup_id": record.id,
+        "repository": config.repository.url,
+        "raw_size": record.raw_size,
+        "stored_size": record.stored_size,
+        "duration_s": round((record.stop_time - record.start_time).total_seconds(), 3),
+        "timeline": record.timeline,
+        "start_lsn": record.start_lsn,
+        "stop_lsn": record.stop_lsn,
+        "start_wal_segment": record.start_wal_segment,
+        "stop_wal_segment": record.stop_wal_segment,
+        "stop_time": record.stop_time.isoformat(),
+    }
+    if asset is not None and "outlet_events" in context:
+        context["outlet_events"][asset].extra = summary
+    return summary
+
+
+def ship_wal(context: dict[str, Any]) -> dict[str, Any]:
+    from pgops.backup.walship import ship_wal as run
+    from pgops.repository import open_repository
+
+    config = load_config()
+    if _guard(context, timedelta(hours=3)):
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        raise AirflowSkipException("stale or backfill run: WAL is shipped by the current run")
+    return run(config, open_repository(config.repository)).to_json()
+
+
+def announce_chain_break(result: dict[str, Any]) -> list[str]:
+    """Succeed (emitting the chain-break Asset event, which schedules a full backup)
+    only when the WAL chain broke; otherwise skip."""
+    if not result.get("chain_breaks"):
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        raise AirflowSkipException("WAL chain intact")
+    for problem in result["chain_breaks"]:
+        log.error("WAL chain break: %s", problem)
+    return result["chain_breaks"]
+
+
+def fail_on_chain_break(problems: list[str]) -> None:
+    raise UnsafeOperation(
+        "the WAL chain is broken, point-in-time recovery has a gap until the next full backup "
+        "(one was requested):\n  " + "\n  ".join(problems))

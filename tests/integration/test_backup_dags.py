@@ -1,0 +1,81 @@
+"""The backup DAGs, parsed from their files and run by Airflow's dag.test()."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from pgops.backup import catalog
+from pgops.repository.local import LocalRepository
+from tests.conftest import ROOT
+
+from .servers import make_fixia, start_cluster
+
+
+@pytest.fixture
+def backup_env(monkeypatch, tmp_path):
+    cluster = start_cluster()
+    try:
+        server = make_fixia(cluster, scale=None)
+        for key, value in server.airflow_conn_env().items():
+            monkeypatch.setenv(key, value)
+        config = tmp_path / "pgops.yaml"
+        config.write_text(yaml.safe_dump({
+            "repository": {"url": str(tmp_path / "repo")},
+            "backup": {"spool_dir": str(tmp_path / "spool"), "slot_name": "pgops_dag_test"},
+        }))
+        monkeypatch.setenv("PGOPS_CONFIG", str(config))
+        yield server, LocalRepository(tmp_path / "repo")
+    finally:
+        cluster.destroy()
+
+
+def load_dag(dag_id: str):
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(ROOT / "dags" / f"{dag_id}.py"))
+    assert bag.import_errors == {}
+    return bag.get_dag(dag_id)
+
+
+def states(run) -> dict[str, str]:
+    return {ti.task_id: str(ti.state.value if hasattr(ti.state, "value") else ti.state) for ti in run.get_task_instances()}
+
+
+def test_full_backup_dag_commits_a_backup(backup_env, airflow_db):
+    _, repo = backup_env
+    run = load_dag("pgops_full_backup").test()
+    assert run.state == "success"
+    (entry,) = catalog.read_catalog(repo)
+    assert entry.record is not None and entry.record.status == "complete"
+
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from pgops.orchestration import FULL_BACKUP_ASSET
+
+    with create_session() as session:
+        extras = session.scalars(
+            select(AssetEvent.extra).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .where(AssetModel.uri == FULL_BACKUP_ASSET)).all()
+    assert any(e.get("backup_id") == entry.backup_id and e["stored_size"] == entry.record.stored_size
+               and e["start_lsn"] == entry.record.start_lsn for e in extras)
+
+
+def test_wal_dag_is_red_on_a_chain_break_and_green_after(backup_env, airflow_db):
+    server, repo = backup_env
+    dag = load_dag("pgops_wal_shipping")
+    assert dag.test().state == "success"  # empty repository: the archive starts
+    with server.superuser() as conn:  # someone drops the slot: WAL since is lost
+        conn.execute("SELECT pg_drop_replication_slot('pgops_dag_test')")
+    first = dag.test()
+    assert first.state == "failed"
+    assert states(first) == {"ship_wal": "success", "announce_chain_break": "success",
+                             "fail_on_chain_break": "failed"}
+    assert repo.list("wal/00000001")  # what could be shipped was shipped
+
+    second = dag.test()
+    assert second.state == "success"
+    assert states(second) == {"ship_wal": "success", "announce_chain_break": "skipped",
+                              "fail_on_chain_break": "skipped"}
