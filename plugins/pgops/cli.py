@@ -74,6 +74,27 @@ def cmd_backup_wal(args: argparse.Namespace) -> int:
     return 3 if result.chain_breaks else 0
 
 
+def cmd_backups_list(args: argparse.Namespace) -> int:
+    from pgops.backup.inventory import render_table, scan, summarize
+    from pgops.repository import open_repository
+
+    view = summarize(scan(open_repository(_config(args).repository)))
+    print(json.dumps(view, indent=2) if args.json else render_table(view))
+    return 0
+
+
+def cmd_backups_verify(args: argparse.Namespace) -> int:
+    from pgops.backup.verify import verify
+    from pgops.repository import open_repository
+
+    report = verify(open_repository(_config(args).repository), full=args.full, sample=args.sample)
+    for problem in report.problems:
+        print(f"PROBLEM: {problem}")
+    print(f"re-read {report.checked_objects} backup object(s) and {report.checked_segments} WAL file(s): "
+          f"{len(report.problems)} problem(s)")
+    return 4 if report.problems else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pgops",
@@ -99,6 +120,19 @@ def build_parser() -> argparse.ArgumentParser:
     full.set_defaults(func=cmd_backup_full)
     walp = backup_sub.add_parser("wal", help="switch WAL and ship every complete segment; exit 3 on a chain break")
     walp.set_defaults(func=cmd_backup_wal)
+
+    backups = sub.add_parser("backups", help="list or verify what the repository holds")
+    backups_sub = backups.add_subparsers(dest="backups_command", metavar="ACTION", required=True)
+    lst = backups_sub.add_parser("list", help="backups, WAL ranges and restorable windows (docs/catalog.md)")
+    lst.add_argument("--json", action="store_true", help="the stable JSON form")
+    lst.set_defaults(func=cmd_backups_list)
+    ver = backups_sub.add_parser("verify", help="re-read stored objects and check checksums and WAL continuity; "
+                                 "exit 4 naming each problem")
+    how = ver.add_mutually_exclusive_group()
+    how.add_argument("--full", action="store_true", help="re-read every object")
+    how.add_argument("--sample", type=int, default=0, metavar="N",
+                     help="re-read N random backup objects and N random WAL files (default: metadata only)")
+    ver.set_defaults(func=cmd_backups_verify)
 
     pre = sub.add_parser("preflight", help="check that the database is set up for pgops (as the monitoring role)")
     pre.set_defaults(func=cmd_preflight)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from pgops import __version__
 from pgops.backup import catalog, wal
-from pgops.backup.frames import FRAME_RAW_SIZE, FrameCompressor, read_pieces
+from pgops.backup.frames import FRAME_RAW_SIZE, FrameCompressor, enlarge_pipe, prefetch, read_pieces
 from pgops.backup.tarscan import TarScanner
 from pgops.config import PgopsConfig
 from pgops.connections import ConnectionInfo, get_connection
@@ -182,6 +182,7 @@ def run_full_backup(
              config.backup.compression_workers, repo.location)
     t0 = time.monotonic()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, stdin=subprocess.DEVNULL)
+    enlarge_pipe(proc.stdout)
     stderr = _Stderr(proc.stderr)
     scanner = TarScanner(WATCHED)
     compressor = FrameCompressor(config.backup.compression_level, config.backup.compression_workers)
@@ -206,7 +207,7 @@ def run_full_backup(
 
     data_key = catalog.backup_key(backup_id, "data.tar.zst")
     try:
-        data = repo.put_stream(data_key, compressor.frames(pieces()))
+        data = repo.put_stream(data_key, compressor.frames(prefetch(pieces())))
     except BaseException:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

@@ -64,6 +64,58 @@ def read_pieces(stream, size: int = FRAME_RAW_SIZE) -> Iterator[bytes]:
         yield piece
 
 
+def prefetch(pieces: Iterable[bytes], depth: int = 4) -> Iterator[bytes]:
+    """Run ``pieces`` in a reader thread, ``depth`` pieces ahead of the consumer.
+
+    A producer process writing into a pipe stalls whenever nobody reads; while the
+    consumer waits for compression, this thread keeps the pipe drained. Exceptions in
+    the reader re-raise in the consumer; memory stays at ``depth`` pieces.
+    """
+    import queue
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            for piece in pieces:
+                while not stop.is_set():
+                    try:
+                        q.put(piece, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as exc:  # handed over to the consumer, which re-raises it
+            q.put(exc)
+
+    thread = threading.Thread(target=run, name="pipe-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+def enlarge_pipe(fileobj, size: int = 1 << 20) -> None:
+    """Ask Linux for a bigger pipe buffer (default 64 KiB) so the writer stalls less."""
+    import fcntl
+
+    try:
+        fcntl.fcntl(fileobj.fileno(), 1031, size)  # F_SETPIPE_SZ
+    except (OSError, AttributeError):
+        pass  # not a pipe, or above /proc/sys/fs/pipe-max-size: keep the default
+
+
 class FrameCompressor:
     """Compress pieces into frames in parallel, yielding them in order and indexing them."""
 

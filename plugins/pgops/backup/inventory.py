@@ -1,0 +1,201 @@
+"""What the repository holds, and what it can restore.
+
+:func:`scan` reads the repository once (listings, every ``backup.json``, the WAL
+"points" written by each shipping run); :func:`summarize` is pure and turns that into
+the catalog ``pgops backups list`` prints: each backup with its status, sizes, WAL
+range, and the window of time it can restore to; and the chains of backups joined by
+gap-free WAL. The JSON form is documented in ``docs/catalog.md`` and stable: fields
+are only ever added.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from pgops.backup import catalog, wal
+from pgops.backup.walship import POINTS_DIR, WAL_PREFIX, parse_wal_key
+from pgops.repository.base import ObjectInfo, Repository
+
+log = logging.getLogger(__name__)
+
+CATALOG_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class WalPoint:
+    """A shipping run's record: every commit before ``time`` is in WAL before ``lsn``."""
+
+    time: datetime
+    lsn: int
+    timeline: int
+
+
+@dataclass
+class Inventory:
+    entries: list[catalog.CatalogEntry]
+    wal_objects: dict[str, tuple[str, str, int]] = field(default_factory=dict)  # name -> (key, sha256, size)
+    history_objects: dict[str, tuple[str, str, int]] = field(default_factory=dict)
+    points: list[WalPoint] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    segment_size: int = wal.DEFAULT_SEGMENT_SIZE
+
+    def segments(self) -> dict[int, set[int]]:
+        """Stored segment numbers per timeline."""
+        out: dict[int, set[int]] = {}
+        for name in self.wal_objects:
+            seg = wal.parse_segment(name, self.segment_size)
+            out.setdefault(seg.timeline, set()).add(seg.number)
+        return out
+
+
+def scan(repo: Repository) -> Inventory:
+    """Read the repository's state. Unreadable things are recorded as problems, never skipped silently."""
+    inv = Inventory(catalog.read_catalog(repo))
+    for entry in inv.entries:
+        if entry.problem:
+            inv.problems.append(f"backup {entry.backup_id}: {entry.problem}")
+    objects: list[ObjectInfo] = repo.list(WAL_PREFIX)
+    for obj in objects:
+        if obj.key.startswith(POINTS_DIR):
+            try:
+                data = json.loads(repo.get_bytes(obj.key))
+                inv.points.append(WalPoint(datetime.fromisoformat(data["time"]), wal.parse_lsn(data["lsn"]),
+                                           int(data["timeline"])))
+            except (ValueError, KeyError, TypeError) as exc:
+                inv.problems.append(f"{obj.key} is unreadable: {exc}")
+            continue
+        try:
+            name, digest = parse_wal_key(obj.key)
+        except ValueError:
+            inv.problems.append(f"unexpected object in the WAL archive: {obj.key}")
+            continue
+        target = inv.history_objects if wal.is_history_name(name) else inv.wal_objects
+        if name in target:
+            inv.problems.append(f"{name} is stored twice: {target[name][0]} and {obj.key}")
+        target[name] = (obj.key, digest, obj.size)
+    inv.points.sort(key=lambda p: (p.lsn, p.time))
+    return inv
+
+
+def _contiguous_end(numbers: set[int], start: int) -> int | None:
+    """The last segment of the gap-free run beginning at ``start`` (None if start is missing)."""
+    if start not in numbers:
+        return None
+    end = start
+    while end + 1 in numbers:
+        end += 1
+    return end
+
+
+def summarize(inv: Inventory) -> dict:
+    """The catalog as a JSON-able dict (see docs/catalog.md)."""
+    segs = inv.segments()
+    size = inv.segment_size
+    backups = []
+    for entry in inv.entries:
+        item: dict = {"id": entry.backup_id}
+        rec = entry.record
+        if rec is None:
+            item["status"] = "unreadable" if entry.problem else "incomplete"
+            if entry.problem:
+                item["problem"] = entry.problem
+            item["objects"] = len(entry.keys)
+            item["last_modified"] = entry.newest_modified.isoformat() if entry.newest_modified else None
+            backups.append(item)
+            continue
+        start = wal.parse_segment(rec.start_wal_segment, size)
+        stop = wal.parse_segment(rec.stop_wal_segment, size)
+        # The backup itself carries the WAL from start to stop (-X fetch); shipped WAL
+        # extends it forward from the stop segment on.
+        end = _contiguous_end(segs.get(rec.timeline, set()), stop.number)
+        wal_until_lsn = (end + 1) * size if end is not None else wal.parse_lsn(rec.stop_lsn)
+        latest = rec.stop_time
+        for point in inv.points:
+            if point.timeline == rec.timeline and point.lsn <= wal_until_lsn and point.time > latest:
+                latest = point.time
+        item.update({
+            "status": rec.status,
+            "label": rec.label,
+            "timeline": rec.timeline,
+            "start_time": rec.start_time.isoformat(),
+            "stop_time": rec.stop_time.isoformat(),
+            "start_lsn": rec.start_lsn,
+            "stop_lsn": rec.stop_lsn,
+            "start_wal_segment": rec.start_wal_segment,
+            "stop_wal_segment": rec.stop_wal_segment,
+            "wal_shipped_until_segment": wal.Segment(rec.timeline, end, size).name if end is not None else None,
+            "raw_size": rec.raw_size,
+            "stored_size": rec.stored_size,
+            "pg_version": rec.pg_version,
+            "system_identifier": rec.system_identifier,
+            "recoverable_from": rec.stop_time.isoformat(),
+            "recoverable_until": latest.isoformat(),
+        })
+        backups.append(item)
+    chains = _chains([b for b in backups if b["status"] == "complete"], size)
+    wal_summary = []
+    for tli, numbers in sorted(segs.items()):
+        runs = _runs(sorted(numbers))
+        wal_summary.append({
+            "timeline": tli,
+            "segments": len(numbers),
+            "first": wal.Segment(tli, runs[0][0], size).name,
+            "last": wal.Segment(tli, runs[-1][1], size).name,
+            "gaps": [[wal.Segment(tli, a, size).name, wal.Segment(tli, b, size).name]
+                     for a, b in wal.find_gaps(numbers, runs[0][0], runs[-1][1])],
+        })
+    return {"format": CATALOG_FORMAT, "backups": backups, "chains": chains, "wal": wal_summary,
+            "problems": list(inv.problems)}
+
+
+def _runs(numbers: list[int]) -> list[tuple[int, int]]:
+    runs: list[tuple[int, int]] = []
+    for n in numbers:
+        if runs and n == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], n)
+        else:
+            runs.append((n, n))
+    return runs
+
+
+def _chains(complete: list[dict], size: int) -> list[dict]:
+    """Backups whose restorable windows join up, on one timeline, form a chain."""
+    chains: list[dict] = []
+    for b in sorted(complete, key=lambda x: (x["timeline"], x["stop_time"])):
+        last = chains[-1] if chains else None
+        if last and last["timeline"] == b["timeline"] and b["recoverable_from"] <= last["recoverable_until"]:
+            last["backups"].append(b["id"])
+            last["recoverable_until"] = max(last["recoverable_until"], b["recoverable_until"])
+        else:
+            chains.append({"timeline": b["timeline"], "backups": [b["id"]],
+                           "recoverable_from": b["recoverable_from"], "recoverable_until": b["recoverable_until"]})
+    return chains
+
+
+def render_table(view: dict) -> str:
+    """The human form of ``pgops backups list``."""
+    lines = [f"{'backup':<18} {'status':<11} {'stored':>10} {'raw':>10}  {'WAL':<35} recoverable"]
+    for b in view["backups"]:
+        if b["status"] != "complete":
+            lines.append(f"{b['id']:<18} {b['status']:<11} {'':>10} {'':>10}  {'':<35} -"
+                         + (f"  ({b['problem']})" if b.get("problem") else ""))
+            continue
+        wal_range = f"{b['start_lsn']}..{b['wal_shipped_until_segment'] or b['stop_lsn']}"
+        lines.append(f"{b['id']:<18} {b['status']:<11} {_mib(b['stored_size']):>10} {_mib(b['raw_size']):>10}  "
+                     f"{wal_range:<35} {b['recoverable_from'][:19]} .. {b['recoverable_until'][:19]}")
+    for c in view["chains"]:
+        lines.append(f"chain on timeline {c['timeline']}: {len(c['backups'])} backup(s), restorable "
+                     f"{c['recoverable_from'][:19]} .. {c['recoverable_until'][:19]}")
+    for w in view["wal"]:
+        gaps = f", GAPS: {w['gaps']}" if w["gaps"] else ""
+        lines.append(f"WAL timeline {w['timeline']}: {w['segments']} segments {w['first']}..{w['last']}{gaps}")
+    for p in view["problems"]:
+        lines.append(f"PROBLEM: {p}")
+    return "\n".join(lines)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
