@@ -11,6 +11,13 @@ in its extra, so restore verification can be scheduled on it.
 broken chain (Asset `x-pgops://fixia/wal-chain-break`). Runs in the one-slot pool
 `pgops_backup` with WAL shipping and pruning; one run at a time.
 
+**Retention** (`prune`, after each backup, never after a failed one): full backups
+kept `retention.full_days` with at least `retention.min_full_backups`, WAL for
+point-in-time recovery kept `retention.pitr_days`; incomplete backups older than
+`retention.incomplete_grace_hours` removed. "Now" is the run's data interval end.
+Nothing is deleted when any catalog entry is unreadable (the task fails naming it).
+Trigger with `{"dry_run": true}` to log the plan and delete nothing.
+
 **Backfills and runs for past intervals** do nothing and say so in the log: a backup is
 always of the database as it is now.
 
@@ -27,7 +34,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, dag, task
+from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, TriggerRule, dag, task
 
 from pgops.config import load_config
 from pgops.orchestration import BACKUP_POOL, FULL_BACKUP_ASSET, START_DATE, TAG, WAL_CHAIN_BREAK_ASSET, default_args
@@ -49,6 +56,8 @@ WAL_CHAIN_BREAK = Asset(WAL_CHAIN_BREAK_ASSET)
     tags=[TAG, "backup"],
     doc_md=__doc__,
     default_args=default_args(retries=2, execution_timeout=timedelta(hours=6), pool=BACKUP_POOL),
+    params={"dry_run": Param(False, type="boolean",
+                             description="Prune: log what retention would delete, delete nothing.")},
 )
 def pgops_full_backup():
     @task(outlets=[FULL_BACKUP])
@@ -57,7 +66,14 @@ def pgops_full_backup():
 
         return tasks.full_backup(context, FULL_BACKUP)
 
-    full_backup()
+    # Prune also after a skipped (stale or backfill) backup, but never after a failed one.
+    @task(trigger_rule=TriggerRule.NONE_FAILED, execution_timeout=timedelta(hours=1))
+    def prune(**context) -> dict:
+        from pgops.backup import tasks
+
+        return tasks.prune(context)
+
+    full_backup() >> prune()
 
 
 pgops_full_backup()

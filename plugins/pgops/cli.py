@@ -14,7 +14,7 @@ import logging
 import sys
 
 from pgops import __version__
-from pgops.errors import PgopsError
+from pgops.errors import ConfigError, PgopsError
 
 log = logging.getLogger("pgops.cli")
 
@@ -95,6 +95,21 @@ def cmd_backups_verify(args: argparse.Namespace) -> int:
     return 4 if report.problems else 0
 
 
+def cmd_backups_prune(args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
+    from pgops.backup.retention import policy_from_config, prune
+    from pgops.repository import open_repository
+
+    config = _config(args)
+    now = datetime.fromisoformat(args.now) if args.now else datetime.now(timezone.utc)
+    if now.tzinfo is None:
+        raise ConfigError(f"--now {args.now!r} needs a UTC offset, e.g. 2026-11-25T01:00:00+00:00")
+    plan = prune(open_repository(config.repository), policy_from_config(config), now, dry_run=args.dry_run)
+    print(plan.describe())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pgops",
@@ -133,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--sample", type=int, default=0, metavar="N",
                      help="re-read N random backup objects and N random WAL files (default: metadata only)")
     ver.set_defaults(func=cmd_backups_verify)
+    prn = backups_sub.add_parser("prune", help="apply the retention policy (see docs/configuration.md, retention)")
+    prn.add_argument("--dry-run", action="store_true", help="print the plan, delete nothing")
+    prn.add_argument("--now", metavar="TIMESTAMP", help="judge ages as of this ISO time (default: now)")
+    prn.set_defaults(func=cmd_backups_prune)
 
     pre = sub.add_parser("preflight", help="check that the database is set up for pgops (as the monitoring role)")
     pre.set_defaults(func=cmd_preflight)

@@ -17,6 +17,8 @@ from datetime import datetime
 
 from pgops.backup import catalog, wal
 from pgops.backup.walship import POINTS_DIR, WAL_PREFIX, parse_wal_key
+
+PRUNED_DIR = "wal/pruned/"
 from pgops.repository.base import ObjectInfo, Repository
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,7 @@ class WalPoint:
     time: datetime
     lsn: int
     timeline: int
+    key: str = ""
 
 
 @dataclass
@@ -40,6 +43,7 @@ class Inventory:
     history_objects: dict[str, tuple[str, str, int]] = field(default_factory=dict)
     points: list[WalPoint] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    pruned: dict[int, int] = field(default_factory=dict)  # timeline -> first segment that must be gap-free
     segment_size: int = wal.DEFAULT_SEGMENT_SIZE
 
     def segments(self) -> dict[int, set[int]]:
@@ -59,11 +63,18 @@ def scan(repo: Repository) -> Inventory:
             inv.problems.append(f"backup {entry.backup_id}: {entry.problem}")
     objects: list[ObjectInfo] = repo.list(WAL_PREFIX)
     for obj in objects:
+        if obj.key.startswith(PRUNED_DIR):
+            try:
+                inv.pruned[int(obj.key[len(PRUNED_DIR):].removesuffix(".json"), 16)] = int(
+                    json.loads(repo.get_bytes(obj.key))["first_kept_segment"])
+            except (ValueError, KeyError, TypeError) as exc:
+                inv.problems.append(f"{obj.key} is unreadable: {exc}")
+            continue
         if obj.key.startswith(POINTS_DIR):
             try:
                 data = json.loads(repo.get_bytes(obj.key))
                 inv.points.append(WalPoint(datetime.fromisoformat(data["time"]), wal.parse_lsn(data["lsn"]),
-                                           int(data["timeline"])))
+                                           int(data["timeline"]), obj.key))
             except (ValueError, KeyError, TypeError) as exc:
                 inv.problems.append(f"{obj.key} is unreadable: {exc}")
             continue

@@ -86,3 +86,16 @@ def fail_on_chain_break(problems: list[str]) -> None:
     raise UnsafeOperation(
         "the WAL chain is broken, point-in-time recovery has a gap until the next full backup "
         "(one was requested):\n  " + "\n  ".join(problems))
+
+
+def prune(context: dict[str, Any]) -> dict[str, Any]:
+    """Retention pruning after a full backup. ``now`` is the run's data interval end;
+    the ``dry_run`` param logs the plan and deletes nothing."""
+    from pgops.backup.retention import policy_from_config, prune as run
+    from pgops.repository import open_repository
+
+    config = load_config()
+    now = context.get("data_interval_end") or datetime.now(timezone.utc)
+    dry_run = bool((context.get("params") or {}).get("dry_run", False))
+    plan = run(open_repository(config.repository), policy_from_config(config), now, dry_run=dry_run)
+    return {**plan.to_json(), "dry_run": dry_run, "now": now.isoformat()}

@@ -143,9 +143,23 @@ def continuity_problems(inv: Inventory) -> list[str]:
     segs = inv.segments()
     size = inv.segment_size
     for tli, numbers in sorted(segs.items()):
-        for a, b in wal.find_gaps(numbers, min(numbers), max(numbers)):
+        # Below a pruning cut-off only the islands of kept backups remain (checked below).
+        first = max(min(numbers), inv.pruned.get(tli, 0))
+        if first > max(numbers):
+            continue
+        for a, b in wal.find_gaps(numbers, first, max(numbers)):
             problems.append(f"WAL gap {wal.Segment(tli, a, size).name}..{wal.Segment(tli, b, size).name} "
                             f"on timeline {tli}: point-in-time recovery across it is impossible")
+    for entry in inv.entries:
+        rec = entry.record
+        if rec is None or rec.timeline not in segs:
+            continue
+        start = wal.parse_segment(rec.start_wal_segment, size).number
+        stop = wal.parse_segment(rec.stop_wal_segment, size).number
+        if start < inv.pruned.get(rec.timeline, 0):
+            for a, b in wal.find_gaps(segs[rec.timeline], start, stop):
+                problems.append(f"backup {rec.id}: WAL {wal.Segment(rec.timeline, a, size).name}.."
+                                f"{wal.Segment(rec.timeline, b, size).name} that makes it consistent is missing")
     newest: dict[int, object] = {}
     for entry in inv.entries:
         if entry.record is not None:
