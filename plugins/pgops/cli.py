@@ -162,7 +162,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # Importing Airflow (for its connection lookup) installs its own log handlers on
+    # stdout; stdout is for the command's output (JSON, tables), so logs are forced
+    # back onto stderr at the level asked for.
+    import contextlib
+
+    with contextlib.redirect_stdout(sys.stderr):
+        import airflow.sdk  # noqa: F401
+
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr,
+                        force=True)
     try:
         return args.func(args)
     except PgopsError as exc:

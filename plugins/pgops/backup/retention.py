@@ -241,6 +241,10 @@ def prune(repo, policy: Policy, now: datetime, *, dry_run: bool = False) -> Plan
         raise UnsafeOperation(plan.refused)
     if not dry_run:
         apply_plan(repo, plan)
+        # Writers killed mid-upload leave temporary files or unfinished multipart
+        # uploads that no listing shows; after the grace period they cannot be live.
+        for leftover in repo.abort_incomplete(now - timedelta(hours=policy.incomplete_grace_hours)):
+            log.info("removed leftover of an interrupted upload: %s", leftover)
     return plan
 
 

@@ -78,6 +78,12 @@ class Repository(abc.ABC):
         """Delete ``keys``; missing keys are not an error. Any key that could not be
         deleted raises, naming it."""
 
+    @abc.abstractmethod
+    def abort_incomplete(self, older_than: datetime) -> list[str]:
+        """Remove what interrupted writes left behind before ``older_than`` (temporary
+        files, multipart uploads that were never completed or aborted, e.g. after the
+        writer was killed); returns what was removed."""
+
     def sha256(self, key: str) -> str:
         """sha256 of the stored bytes, re-read from the repository."""
         digest = hashlib.sha256()

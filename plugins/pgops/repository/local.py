@@ -113,14 +113,20 @@ class LocalRepository(Repository):
                 parent.rmdir()
                 parent = parent.parent
 
-    def sweep(self) -> list[str]:
-        """Remove temporary files left by interrupted writes; returns their paths."""
+    def abort_incomplete(self, older_than: datetime) -> list[str]:
+        """Remove temporary files (left by killed writers) last modified before ``older_than``."""
         removed = []
+        cutoff = older_than.timestamp()
         for dirpath, _dirs, files in os.walk(self.root):
             for name in files:
+                path = Path(dirpath) / name
                 if name.startswith(TMP_PREFIX):
-                    (Path(dirpath) / name).unlink(missing_ok=True)
-                    removed.append(str(Path(dirpath) / name))
+                    try:
+                        if path.stat().st_mtime < cutoff:
+                            path.unlink()
+                            removed.append(str(path))
+                    except FileNotFoundError:
+                        continue
         return removed
 
 

@@ -259,6 +259,20 @@ class S3Repository(Repository):
                 return False
             raise mapped from exc
 
+    def abort_incomplete(self, older_than) -> list[str]:
+        """Abort multipart uploads under this prefix initiated before ``older_than``."""
+        aborted = []
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        try:
+            for page in self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=prefix):
+                for upload in page.get("Uploads", []):
+                    if upload["Initiated"] < older_than:
+                        self._abort(upload["Key"], upload["UploadId"])
+                        aborted.append(f"{upload['Key']} ({upload['UploadId']})")
+        except Exception as exc:
+            raise _map_error(exc, f"listing of unfinished uploads in {self.location}") from exc
+        return aborted
+
     def delete(self, keys: Iterable[str]) -> None:
         batch: list[str] = []
         for key in keys:
