@@ -25,6 +25,11 @@ def _config(args: argparse.Namespace):
     return load_config(args.config)
 
 
+def _repo_config(args: argparse.Namespace):
+    config = _config(args)
+    return config.repository, config.encryption
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
     config = _config(args)
     if args.show:
@@ -56,7 +61,7 @@ def cmd_backup_full(args: argparse.Namespace) -> int:
     from pgops.repository import open_repository
 
     config = _config(args)
-    record = run_full_backup(config, open_repository(config.repository))
+    record = run_full_backup(config, open_repository(config.repository, config.encryption))
     print(json.dumps({"backup_id": record.id, "raw_size": record.raw_size, "stored_size": record.stored_size,
                       "start_lsn": record.start_lsn, "stop_lsn": record.stop_lsn}, indent=2))
     return 0
@@ -67,7 +72,7 @@ def cmd_backup_wal(args: argparse.Namespace) -> int:
     from pgops.repository import open_repository
 
     config = _config(args)
-    result = ship_wal(config, open_repository(config.repository))
+    result = ship_wal(config, open_repository(config.repository, config.encryption))
     print(json.dumps(result.to_json(), indent=2))
     for problem in result.chain_breaks:
         print(f"pgops: WAL chain break: {problem}", file=sys.stderr)
@@ -78,7 +83,7 @@ def cmd_backups_list(args: argparse.Namespace) -> int:
     from pgops.backup.inventory import render_table, scan, summarize
     from pgops.repository import open_repository
 
-    view = summarize(scan(open_repository(_config(args).repository)))
+    view = summarize(scan(open_repository(*_repo_config(args))))
     print(json.dumps(view, indent=2) if args.json else render_table(view))
     return 0
 
@@ -87,7 +92,7 @@ def cmd_backups_verify(args: argparse.Namespace) -> int:
     from pgops.backup.verify import verify
     from pgops.repository import open_repository
 
-    report = verify(open_repository(_config(args).repository), full=args.full, sample=args.sample)
+    report = verify(open_repository(*_repo_config(args)), full=args.full, sample=args.sample)
     for problem in report.problems:
         print(f"PROBLEM: {problem}")
     print(f"re-read {report.checked_objects} backup object(s) and {report.checked_segments} WAL file(s): "
@@ -105,7 +110,7 @@ def cmd_backups_prune(args: argparse.Namespace) -> int:
     now = datetime.fromisoformat(args.now) if args.now else datetime.now(timezone.utc)
     if now.tzinfo is None:
         raise ConfigError(f"--now {args.now!r} needs a UTC offset, e.g. 2026-11-25T01:00:00+00:00")
-    plan = prune(open_repository(config.repository), policy_from_config(config), now, dry_run=args.dry_run)
+    plan = prune(open_repository(config.repository, config.encryption), policy_from_config(config), now, dry_run=args.dry_run)
     print(plan.describe())
     return 0
 

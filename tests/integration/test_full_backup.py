@@ -101,3 +101,39 @@ def test_full_backup_then_wal_shipping_is_one_gap_free_chain(tmp_path, monkeypat
         assert numbers == list(range(numbers[0], numbers[-1] + 1))
     finally:
         cluster.destroy()
+
+
+def test_encrypted_full_backup_verifies_and_needs_its_key(fixia_conns, tmp_path, monkeypatch):
+    import base64
+    import os
+
+    from pgops.backup.verify import verify
+    from pgops.config import parse_config
+    from pgops.errors import ConfigError
+    from pgops.repository import open_repository
+
+    key = base64.b64encode(os.urandom(32)).decode()
+    monkeypatch.setenv("AIRFLOW_CONN_PGOPS_ENCRYPTION", json.dumps({"conn_type": "generic", "password": key}))
+    config = parse_config({"repository": {"url": str(tmp_path / "repo")}, "encryption": {"enabled": True}})
+    repo = open_repository(config.repository, config.encryption)
+    record = run_full_backup(config, repo)
+    assert record.encryption_key_id == repo.key_id
+    raw = (tmp_path / "repo" / record.objects["data"].key).read_bytes()
+    assert b"backup_label" not in raw[:4096] and raw.startswith(b"PGOPSENC")
+    assert verify(repo, full=True).problems == []
+
+    target = Path(tempfile.mkdtemp(prefix="pgops-verify-"))
+    try:
+        extract(repo, record, target)
+        assert (target / "PG_VERSION").read_text().strip() == "15"
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
+
+    monkeypatch.setenv("AIRFLOW_CONN_PGOPS_ENCRYPTION", json.dumps(
+        {"conn_type": "generic", "password": base64.b64encode(os.urandom(32)).decode()}))
+    wrong = open_repository(config.repository, config.encryption)
+    with pytest.raises(ConfigError, match="wrong key"):
+        wrong.get_bytes(record.objects["data"].key, 0, 10)
+    monkeypatch.delenv("AIRFLOW_CONN_PGOPS_ENCRYPTION")
+    with pytest.raises(ConfigError, match="pgops_encryption"):
+        open_repository(config.repository, config.encryption)

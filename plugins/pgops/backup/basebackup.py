@@ -247,6 +247,7 @@ def run_full_backup(
             "index": catalog.StoredObject(key=index.key, size=index.size, sha256=index.sha256),
             "manifest": catalog.StoredObject(key=manifest.key, size=manifest.size, sha256=manifest.sha256),
         },
+        encryption_key_id=getattr(repo, "key_id", None),
         pgops_version=__version__,
     )
     repo.put_bytes(catalog.backup_key(backup_id, catalog.MARKER), record.to_json())  # the commit marker, last

@@ -39,7 +39,7 @@ def full_backup(context: dict[str, Any], asset: Any = None) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowSkipException
 
         raise AirflowSkipException(reason)
-    record = run_full_backup(config, open_repository(config.repository))
+    record = run_full_backup(config, open_repository(config.repository, config.encryption))
     summary = {
         "backup_id": record.id,
         "repository": config.repository.url,
@@ -67,7 +67,7 @@ def ship_wal(context: dict[str, Any]) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowSkipException
 
         raise AirflowSkipException("stale or backfill run: WAL is shipped by the current run")
-    return run(config, open_repository(config.repository)).to_json()
+    return run(config, open_repository(config.repository, config.encryption)).to_json()
 
 
 def announce_chain_break(result: dict[str, Any]) -> list[str]:
@@ -97,5 +97,5 @@ def prune(context: dict[str, Any]) -> dict[str, Any]:
     config = load_config()
     now = context.get("data_interval_end") or datetime.now(timezone.utc)
     dry_run = bool((context.get("params") or {}).get("dry_run", False))
-    plan = run(open_repository(config.repository), policy_from_config(config), now, dry_run=dry_run)
+    plan = run(open_repository(config.repository, config.encryption), policy_from_config(config), now, dry_run=dry_run)
     return {**plan.to_json(), "dry_run": dry_run, "now": now.isoformat()}

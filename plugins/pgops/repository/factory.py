@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlparse
 
-from pgops.config import RepositoryConfig
+from pgops.config import EncryptionConfig, RepositoryConfig
 from pgops.repository.base import Repository
 
 # botocore's "standard" mode retries 5xx, SlowDown/throttling, connection errors and
@@ -23,7 +23,19 @@ def s3_client(aws_conn_id: str):
     return AwsBaseHook(aws_conn_id=aws_conn_id, client_type="s3", config=config).get_conn()
 
 
-def open_repository(config: RepositoryConfig) -> Repository:
+def open_repository(config: RepositoryConfig, encryption: EncryptionConfig | None = None) -> Repository:
+    """The configured backend, wrapped in client-side encryption when that is enabled."""
+    repo = _backend(config)
+    if encryption is not None and encryption.enabled:
+        from pgops.connections import get_connection
+        from pgops.repository.encrypted import EncryptedRepository, parse_key
+
+        key = parse_key(get_connection(encryption.key_conn_id).password, encryption.key_conn_id)
+        repo = EncryptedRepository(repo, key)
+    return repo
+
+
+def _backend(config: RepositoryConfig) -> Repository:
     if config.scheme == "local":
         from pgops.repository.local import LocalRepository
 
