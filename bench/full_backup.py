@@ -5,7 +5,9 @@ On one PostgreSQL 15 cluster loaded with ``pgbench -i -s SCALE`` (scale 100 is a
 
 * floor:     pg_basebackup -D - -Ft -Xfetch -c fast --compress=client-zstd:level=3,workers=2 > file
 * pgops:     ``run_full_backup`` into a local repository (zstd level 3, 2 workers),
-             in its own process, whose peak RSS is reported
+             in its own process (with Airflow already imported, as in a worker: the
+             timing covers the backup, not interpreter start-up), whose peak RSS is
+             reported
 * pgBackRest 2.45 (Debian package): full backup to a posix repository with
   compress-type=zst, compress-level=3, process-max=2, start-fast=y (WAL archived by
   pgBackRest's own archive-push, as it requires)
@@ -43,6 +45,9 @@ from pgops.postgres.session import connect_params  # noqa: E402
 CHILD = r"""
 import json, os, resource, sys, time
 sys.path.insert(0, sys.argv[1])
+# An Airflow worker has Airflow loaded before a task starts: load it outside the timing.
+from airflow.sdk import BaseHook
+BaseHook.get_connection("pgops_backup")
 from pgops.backup.basebackup import run_full_backup
 from pgops.config import parse_config
 from pgops.repository.local import LocalRepository

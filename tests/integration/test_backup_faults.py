@@ -136,3 +136,19 @@ def test_killed_mid_wal_ship_then_rerun(tmp_path):
         assert verify(repo, full=True).problems == []
     finally:
         cluster.destroy()
+
+
+def test_an_unreachable_repository_fails_before_any_work(fixia_conns, monkeypatch):
+    from pgops.postgres.cluster import free_port
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AIRFLOW_CONN_PGOPS_S3", json.dumps({
+        "conn_type": "aws", "extra": {"endpoint_url": f"http://127.0.0.1:{free_port()}", "region_name": "us-east-1"}}))
+    config = parse_config({"repository": {"url": "s3://nowhere/fixia"}, "backup": {"slot_name": "pgops_unreachable"}})
+    with pytest.raises(TransientError, match="nowhere"):
+        run_full_backup(config, open_repository(config.repository))
+    with fixia_conns.superuser() as conn:
+        slots = conn.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'pgops_unreachable'").fetchone()[0]
+        backups = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender'").fetchone()[0]
+    assert slots == 0 and backups == 0

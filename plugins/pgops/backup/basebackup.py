@@ -137,11 +137,8 @@ class _Stderr:
         return "\n".join(self.lines)
 
 
-def prepare_server(config: PgopsConfig) -> tuple[str, str, int]:
-    """Read (system identifier, major version, server_version_num) as the backup role,
-    and make sure pgops' replication slot exists, so that every WAL segment from this
-    backup's start on is kept for WAL shipping: the backup starts a gap-free chain."""
-    from pgops.backup.walship import ensure_slot
+def server_identity(config: PgopsConfig) -> tuple[str, str, int]:
+    """(system identifier, major version, server_version_num), read as the backup role."""
     from pgops.postgres.session import connect
 
     with connect(config.database.backup_conn_id, config.database, job="full_backup") as conn:
@@ -149,8 +146,18 @@ def prepare_server(config: PgopsConfig) -> tuple[str, str, int]:
             "SELECT system_identifier::text, current_setting('server_version_num')::int"
             " FROM pg_catalog.pg_control_system()"
         ).fetchone()
-        ensure_slot(conn, config.backup.slot_name)
     return sysid, str(version_num // 10000), version_num
+
+
+def ensure_chain_start(config: PgopsConfig) -> None:
+    """Make sure pgops' replication slot exists before the backup starts, so every WAL
+    segment from the backup's start on is kept for WAL shipping: the backup starts a
+    gap-free chain."""
+    from pgops.backup.walship import ensure_slot
+    from pgops.postgres.session import connect
+
+    with connect(config.database.backup_conn_id, config.database, job="full_backup") as conn:
+        ensure_slot(conn, config.backup.slot_name)
 
 
 def new_backup_id(now: datetime) -> str:
@@ -165,9 +172,10 @@ def run_full_backup(
 ) -> catalog.BackupRecord:
     """Take one full backup into ``repo``; returns its committed metadata."""
     conn = get_connection(config.database.backup_conn_id)
-    sysid, major, version_num = prepare_server(config)
-    catalog.check_identity(repo, sysid, major)
+    sysid, major, version_num = server_identity(config)
+    catalog.check_identity(repo, sysid, major)  # the repository is reachable and ours, before any work
     bindir = find_bindir(int(major))
+    ensure_chain_start(config)
 
     started = clock()
     backup_id = new_backup_id(started)
