@@ -53,17 +53,15 @@ def main() -> int:
         cluster.initdb()
         cluster.configure({**FIXIA_SERVER_SETTINGS, "wal_keep_size": "3GB", "max_wal_size": "4GB"}, FIXIA_HBA_LINES)
         cluster.start()
-        (work / "pgbr-repo").mkdir()
         conf.write_text(
             "[global]\n"
-            f"repo1-path={work / 'pgbr-repo'}\ncompress-type=zst\ncompress-level=3\n"
+            "compress-type=zst\ncompress-level=3\n"
             f"log-path={work}\nlock-path={work / 'lock'}\nlog-level-console=warn\nlog-level-file=off\n"
             "[bench]\n"
             f"pg1-path={cluster.datadir}\npg1-port={cluster.port}\npg1-socket-path={cluster.socket_dir}\n")
         chown_to_server_user(work)
-        subprocess.run(as_server_user([pgbr, f"--config={conf}", "--stanza=bench", "stanza-create"]), check=True)
         print("# writing WAL ...", file=sys.stderr, flush=True)
-        subprocess.run(as_server_user([str(cluster.bindir / "pgbench"), "-i", "-q", "-s", "60", "-h",
+        subprocess.run(as_server_user([str(cluster.bindir / "pgbench"), "-i", "-q", "-s", "100", "-h",
                                        str(cluster.socket_dir), "-p", str(cluster.port), "postgres"]),
                        check=True, capture_output=True)
         subprocess.run(as_server_user([str(cluster.bindir / "psql"), "-h", str(cluster.socket_dir), "-p",
@@ -81,7 +79,7 @@ def main() -> int:
         total = sum(p.stat().st_size for p in files)
 
         times: dict[str, list[float]] = {"pgops": [], "pgbackrest": []}
-        for _ in range(args.runs):
+        for run in range(args.runs):
             repo_dir = work / "pgops-repo"
             shutil.rmtree(repo_dir, ignore_errors=True)
             repo = LocalRepository(repo_dir)
@@ -90,13 +88,14 @@ def main() -> int:
                 ship_file(repo, p, 3)
             times["pgops"].append(time.perf_counter() - t)
 
-            shutil.rmtree(work / "pgbr-repo" / "archive", ignore_errors=True)
-            subprocess.run(as_server_user([pgbr, f"--config={conf}", "--stanza=bench", "stanza-create"]),
-                           check=True, capture_output=True)
+            pgbr_repo = work / f"pgbr-repo-{run}"
+            pgbr_repo.mkdir()
+            chown_to_server_user(pgbr_repo)
+            base = [pgbr, f"--config={conf}", f"--repo1-path={pgbr_repo}", "--stanza=bench"]
+            subprocess.run(as_server_user([*base, "stanza-create"]), check=True, capture_output=True)
             t = time.perf_counter()
             for p in files:
-                subprocess.run(as_server_user([pgbr, f"--config={conf}", "--stanza=bench", "archive-push", str(p)]),
-                               check=True, capture_output=True)
+                subprocess.run(as_server_user([*base, "archive-push", str(p)]), check=True, capture_output=True)
             times["pgbackrest"].append(time.perf_counter() - t)
             print("# " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()), file=sys.stderr, flush=True)
 

@@ -240,3 +240,12 @@ def test_unfinished_multipart_uploads_are_aborted_once_old(s3_endpoint):
     assert len(aborted) == 1 and aborted[0].startswith("p/backups/x/data.tar.zst")
     remaining = [u["Key"] for u in client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
     assert remaining == ["other/not-ours"]
+
+
+def test_server_side_encryption_settings_reach_s3(s3_endpoint):
+    bucket = new_bucket(s3_endpoint)
+    repo = S3Repository(s3_client(s3_endpoint), bucket, "p", part_size=5 * MIB, sse="AES256")
+    repo.put_bytes("small", b"x")
+    repo.put_stream("big", chunks_of(os.urandom(11 * MIB), MIB))
+    for key in ("p/small", "p/big"):
+        assert repo.client.head_object(Bucket=bucket, Key=key)["ServerSideEncryption"] == "AES256"
