@@ -37,9 +37,11 @@ def test_promotion_is_a_chain_break_and_its_history_is_shipped(tmp_path, monkeyp
             (standby.base / sub).mkdir(parents=True, exist_ok=True)
         chown_to_server_user(standby.base)
         (standby.base / "data").chmod(0o700)
-        subprocess.run(as_server_user([str(primary.bindir / "pg_basebackup"), "-h", str(primary.socket_dir),
-                                       "-p", str(primary.port), "-D", str(standby.datadir), "-X", "stream", "-R",
-                                       "-c", "fast"]), check=True, capture_output=True)
+        subprocess.run(as_server_user([str(primary.bindir / "pg_basebackup"), "-d",
+                                       f"host=127.0.0.1 port={primary.port} user=pgops_backup "
+                                       f"password={server.passwords['pgops_backup']}",
+                                       "-D", str(standby.datadir), "-X", "stream", "-R", "-c", "fast"]),
+                       check=True, capture_output=True)
         standby.configure({"wal_level": "replica", "max_wal_senders": 10, "max_replication_slots": 10,
                            "hot_standby": True}, ["host all all 127.0.0.1/32 scram-sha-256",
                                                   "host replication all 127.0.0.1/32 scram-sha-256"])

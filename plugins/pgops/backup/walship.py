@@ -178,6 +178,20 @@ def spool_files(spool: Path) -> list[Path]:
     return sorted(files, key=lambda p: (not wal.is_history_name(p.name), p.name))
 
 
+def _set_aside_partials(spool: Path) -> None:
+    """After a chain break, an unfinished segment in the spool belongs to the old history
+    (another slot, timeline or server): pg_receivewal must not resume from it. It is
+    moved aside, not deleted, for inspection."""
+    partials = [p for p in spool.iterdir() if p.name.endswith(".partial")]
+    if not partials:
+        return
+    aside = spool / f"set-aside-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+    aside.mkdir(exist_ok=True)
+    for p in partials:
+        p.rename(aside / p.name)
+        log.warning("chain break: moved the unfinished segment %s aside to %s", p.name, aside)
+
+
 def ship_wal(config: PgopsConfig, repo: Repository, *, timeout_s: int = 1800) -> ShipResult:
     """One WAL shipping run (see the module docstring)."""
     from pgops.postgres.session import connect, conninfo_string
@@ -218,6 +232,8 @@ def ship_wal(config: PgopsConfig, repo: Repository, *, timeout_s: int = 1800) ->
             conn.execute("SELECT pg_catalog.pg_create_restore_point(%s)",
                          [f"pgops-wal-{switch_time.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}"])
 
+    if result.chain_breaks:
+        _set_aside_partials(spool)
     bindir = find_bindir(version_num // 10000)
     received_to = wal.parse_lsn(state.restart_lsn) if state.restart_lsn else 0
     if endpos > received_to:
