@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import shutil
 import statistics
 import subprocess
@@ -33,14 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "plugins"))
+from benchdb import ROOT, pgbench_cluster
 
-from pgops.devstack import seed  # noqa: E402
-from pgops.postgres.cluster import (  # noqa: E402
-    FIXIA_HBA_LINES, FIXIA_SERVER_SETTINGS, LocalCluster, as_server_user, chown_to_server_user, free_port,
-)
-from pgops.postgres.session import connect_params  # noqa: E402
+from pgops.postgres.cluster import as_server_user, chown_to_server_user
 
 CHILD = r"""
 import json, os, resource, sys, time
@@ -80,98 +74,81 @@ def main() -> int:
     args = parser.parse_args()
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="pgops-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
-    chown_to_server_user(work)
     pgbr = None if args.skip_pgbackrest else ensure_pgbackrest()
-    cluster = LocalCluster(work / "pg", free_port())
     pgbr_conf = work / "pgbackrest.conf"
+    settings = {}
+    if pgbr:
+        settings = {"archive_mode": True,
+                    "archive_command": f"{pgbr} --config={pgbr_conf} --stanza=bench archive-push %p"}
     try:
-        cluster.initdb()
-        settings = dict(FIXIA_SERVER_SETTINGS)
-        if pgbr:
-            settings.update({"archive_mode": True,
-                             "archive_command": f"{pgbr} --config={pgbr_conf} --stanza=bench archive-push %p"})
-            (work / "pgbr-repo").mkdir()
-            pgbr_conf.write_text(
-                "[global]\n"
-                f"repo1-path={work / 'pgbr-repo'}\nrepo1-retention-full=1000\n"
-                "compress-type=zst\ncompress-level=3\nprocess-max=2\nstart-fast=y\n"
-                f"log-path={work / 'pgbr-log'}\nlock-path={work / 'pgbr-lock'}\nlog-level-console=warn\n"
-                "[bench]\n"
-                f"pg1-path={cluster.datadir}\npg1-port={cluster.port}\npg1-socket-path={cluster.socket_dir}\n"
-            )
-            chown_to_server_user(work)
-        cluster.configure(settings, FIXIA_HBA_LINES)
-        cluster.start()
-        print(f"# loading pgbench scale {args.scale} ...", file=sys.stderr, flush=True)
-        sh(as_server_user([str(cluster.bindir / "pgbench"), "-i", "-q", "-s", str(args.scale), "-h",
-                           str(cluster.socket_dir), "-p", str(cluster.port), "postgres"]),
-           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        password = secrets.token_urlsafe(16)
-        with connect_params(cluster.superuser_params(), application_name="bench", statement_timeout_s=600) as conn:
-            seed.create_database(conn, "fixia")
-            size = conn.execute("SELECT pg_size_pretty(sum(pg_database_size(datname))) FROM pg_database").fetchone()[0]
-        with connect_params(cluster.superuser_params("fixia"), application_name="bench", statement_timeout_s=600) as conn:
-            seed.apply_schema(conn)
-            seed.set_role_password(conn, "pgops_backup", password)
-        os.environ["AIRFLOW_CONN_PGOPS_BACKUP"] = json.dumps({
-            "conn_type": "postgres", "host": "127.0.0.1", "port": cluster.port, "login": "pgops_backup",
-            "password": password, "schema": "fixia"})
-        if pgbr:
-            sh(as_server_user([pgbr, f"--config={pgbr_conf}", "--stanza=bench", "stanza-create"]))
-        env = {**os.environ, "PGPASSWORD": password}
-        conninfo = f"host=127.0.0.1 port={cluster.port} user=pgops_backup"
-        results: dict[str, list[float]] = {"floor": [], "pgops": []}
-        if pgbr:
-            results["pgbackrest"] = []
-        rss: list[int] = []
-        sizes = {}
-        for i in range(args.runs + 1):  # the first round warms the cache and is not counted
-            out = work / "floor.tar.zst"
-            t = time.perf_counter()
-            with open(out, "wb") as fh:
-                sh([str(cluster.bindir / "pg_basebackup"), "-d", conninfo, "-D", "-", "-Ft", "-Xfetch", "-c", "fast",
-                    "--compress=client-zstd:level=3,workers=2", "--no-password"], stdout=fh, env=env)
-            floor_s = time.perf_counter() - t
-            sizes["floor"] = out.stat().st_size
-            out.unlink()
-
-            repo = work / "pgops-repo"
-            shutil.rmtree(repo, ignore_errors=True)
-            proc = sh([sys.executable, "-c", CHILD, str(ROOT / "plugins"), str(repo)], capture_output=True, text=True,
-                      env={**os.environ, "PGOPS_HOME": str(ROOT)})
-            child = json.loads(proc.stdout.strip().splitlines()[-1])
-            sizes["pgops"] = child["stored"]
-
+        with pgbench_cluster(work, args.scale, settings) as (cluster, password, size):
             if pgbr:
-                t = time.perf_counter()
-                sh(as_server_user([pgbr, f"--config={pgbr_conf}", "--stanza=bench", "--type=full", "backup"]))
-                pgbr_s = time.perf_counter() - t
-            if i == 0:
-                continue
-            results["floor"].append(floor_s)
-            results["pgops"].append(child["seconds"])
-            rss.append(child["maxrss_kib"])
-            if pgbr:
-                results["pgbackrest"].append(pgbr_s)
-            print(f"# run {i}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in results.items()), file=sys.stderr, flush=True)
-
-        med = {k: statistics.median(v) for k, v in results.items()}
-        print(f"\npgbench scale {args.scale}, databases {size}, {args.runs} runs (medians), warm cache\n")
-        print("| tool | median (s) | runs (s) | stored (MiB) |")
-        print("|---|---|---|---|")
-        for name, values in results.items():
-            stored = f"{sizes[name] / 2**20:.0f}" if name in sizes else "-"
-            print(f"| {name} | {med[name]:.2f} | {' '.join(f'{v:.2f}' for v in values)} | {stored} |")
-        print(f"\npgops / floor = {med['pgops'] / med['floor']:.2f} (target <= 1.15)")
-        if pgbr:
-            print(f"pgops / pgBackRest = {med['pgops'] / med['pgbackrest']:.2f}")
-        print(f"pgops peak RSS: median {statistics.median(rss) / 1024:.0f} MiB, max {max(rss) / 1024:.0f} MiB (target <= 256)")
-        return 0
+                (work / "pgbr-repo").mkdir(exist_ok=True)
+                pgbr_conf.write_text(
+                    "[global]\n"
+                    f"repo1-path={work / 'pgbr-repo'}\nrepo1-retention-full=1000\n"
+                    "compress-type=zst\ncompress-level=3\nprocess-max=2\nstart-fast=y\n"
+                    f"log-path={work / 'pgbr-log'}\nlock-path={work / 'pgbr-lock'}\nlog-level-console=warn\n"
+                    "[bench]\n"
+                    f"pg1-path={cluster.datadir}\npg1-port={cluster.port}\npg1-socket-path={cluster.socket_dir}\n")
+                chown_to_server_user(work)
+                sh(as_server_user([pgbr, f"--config={pgbr_conf}", "--stanza=bench", "stanza-create"]))
+            return run_rounds(args, work, cluster, password, size, pgbr, pgbr_conf)
     finally:
-        cluster.destroy()
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def run_rounds(args, work, cluster, password, size, pgbr, pgbr_conf) -> int:
+    env = {**os.environ, "PGPASSWORD": password}
+    conninfo = f"host=127.0.0.1 port={cluster.port} user=pgops_backup"
+    results: dict[str, list[float]] = {"floor": [], "pgops": []}
+    if pgbr:
+        results["pgbackrest"] = []
+    rss: list[int] = []
+    sizes = {}
+    for i in range(args.runs + 1):  # the first round warms the cache and is not counted
+        out = work / "floor.tar.zst"
+        t = time.perf_counter()
+        with open(out, "wb") as fh:
+            sh([str(cluster.bindir / "pg_basebackup"), "-d", conninfo, "-D", "-", "-Ft", "-Xfetch", "-c", "fast",
+                "--compress=client-zstd:level=3,workers=2", "--no-password"], stdout=fh, env=env)
+        floor_s = time.perf_counter() - t
+        sizes["floor"] = out.stat().st_size
+        out.unlink()
+
+        repo = work / "pgops-repo"
+        shutil.rmtree(repo, ignore_errors=True)
+        proc = sh([sys.executable, "-c", CHILD, str(ROOT / "plugins"), str(repo)], capture_output=True, text=True,
+                  env={**os.environ, "PGOPS_HOME": str(ROOT)})
+        child = json.loads(proc.stdout.strip().splitlines()[-1])
+        sizes["pgops"] = child["stored"]
+
+        if pgbr:
+            t = time.perf_counter()
+            sh(as_server_user([pgbr, f"--config={pgbr_conf}", "--stanza=bench", "--type=full", "backup"]))
+            pgbr_s = time.perf_counter() - t
+        if i == 0:
+            continue
+        results["floor"].append(floor_s)
+        results["pgops"].append(child["seconds"])
+        rss.append(child["maxrss_kib"])
+        if pgbr:
+            results["pgbackrest"].append(pgbr_s)
+        print(f"# run {i}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in results.items()), file=sys.stderr, flush=True)
+
+    med = {k: statistics.median(v) for k, v in results.items()}
+    print(f"\npgbench scale {args.scale}, databases {size}, {args.runs} runs (medians), warm cache\n")
+    print("| tool | median (s) | runs (s) | stored (MiB) |")
+    print("|---|---|---|---|")
+    for name, values in results.items():
+        stored = f"{sizes[name] / 2**20:.0f}" if name in sizes else "-"
+        print(f"| {name} | {med[name]:.2f} | {' '.join(f'{v:.2f}' for v in values)} | {stored} |")
+    print(f"\npgops / floor = {med['pgops'] / med['floor']:.2f} (target <= 1.15)")
+    if pgbr:
+        print(f"pgops / pgBackRest = {med['pgops'] / med['pgbackrest']:.2f}")
+    print(f"pgops peak RSS: median {statistics.median(rss) / 1024:.0f} MiB, max {max(rss) / 1024:.0f} MiB (target <= 256)")
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,51 @@
+"""Shared by the backup benchmarks: a PostgreSQL 15 cluster loaded by pgbench, with the
+pgops backup role, started and destroyed around a benchmark."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "plugins"))
+
+from pgops.devstack import seed  # noqa: E402
+from pgops.postgres.cluster import (  # noqa: E402
+    FIXIA_HBA_LINES, FIXIA_SERVER_SETTINGS, LocalCluster, as_server_user, chown_to_server_user, free_port,
+)
+from pgops.postgres.session import connect_params  # noqa: E402
+
+
+@contextmanager
+def pgbench_cluster(work: Path, scale: int, extra_settings: dict | None = None):
+    """Yield (cluster, backup role password, human-readable database size)."""
+    work.mkdir(parents=True, exist_ok=True)
+    chown_to_server_user(work)
+    cluster = LocalCluster(work / "pg", free_port())
+    try:
+        cluster.initdb()
+        cluster.configure({**FIXIA_SERVER_SETTINGS, **(extra_settings or {})},
+                          FIXIA_HBA_LINES + ["local replication all trust"])
+        cluster.start()
+        print(f"# loading pgbench scale {scale} ...", file=sys.stderr, flush=True)
+        subprocess.run(as_server_user([str(cluster.bindir / "pgbench"), "-i", "-q", "-s", str(scale), "-h",
+                                       str(cluster.socket_dir), "-p", str(cluster.port), "postgres"]),
+                       check=True, capture_output=True)
+        password = secrets.token_urlsafe(16)
+        with connect_params(cluster.superuser_params(), application_name="bench", statement_timeout_s=600) as conn:
+            seed.create_database(conn, "fixia")
+            size = conn.execute("SELECT pg_size_pretty(sum(pg_database_size(datname))) FROM pg_database").fetchone()[0]
+        with connect_params(cluster.superuser_params("fixia"), application_name="bench", statement_timeout_s=600) as conn:
+            seed.apply_schema(conn)
+            seed.set_role_password(conn, "pgops_backup", password)
+        os.environ["AIRFLOW_CONN_PGOPS_BACKUP"] = json.dumps({
+            "conn_type": "postgres", "host": "127.0.0.1", "port": cluster.port, "login": "pgops_backup",
+            "password": password, "schema": "fixia"})
+        yield cluster, password, size
+    finally:
+        cluster.destroy()
