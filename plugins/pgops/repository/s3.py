@@ -109,38 +109,47 @@ class S3Repository(Repository):
         full = self._key(key)
         digest = hashlib.sha256()
         size = 0
-        buffer = bytearray()
+        pending: list[bytes] = []  # chunks of the part being filled, joined once when it is full
+        pending_size = 0
         upload_id: str | None = None
         parts: list[Future] = []
         pool: ThreadPoolExecutor | None = None
         slots = threading.Semaphore(UPLOADS_IN_FLIGHT)
         part_number = 0
+
+        def take(n: int) -> bytes:
+            """The first n pending bytes as one buffer (one copy), the rest kept pending."""
+            nonlocal pending, pending_size
+            joined = b"".join(pending)
+            pending = [joined[n:]] if len(joined) > n else []
+            pending_size = len(joined) - n if len(joined) > n else 0
+            return joined[:n] if len(joined) > n else joined
+
         try:
             for chunk in chunks:
                 digest.update(chunk)
                 size += len(chunk)
-                buffer += chunk
-                while len(buffer) >= part_size_for(part_number + 1, self.part_size):
+                pending.append(chunk)
+                pending_size += len(chunk)
+                while pending_size >= part_size_for(part_number + 1, self.part_size):
                     if upload_id is None:
                         upload_id = self._start_multipart(full)
                         pool = ThreadPoolExecutor(max_workers=UPLOADS_IN_FLIGHT, thread_name_prefix="s3-part")
                     part_number += 1
                     if part_number > MAX_PARTS:
                         raise ConfigError(f"{key}: stream exceeds {MAX_PARTS} parts")
-                    cut = part_size_for(part_number, self.part_size)
-                    body = bytes(buffer[:cut])
-                    del buffer[:cut]
+                    body = take(part_size_for(part_number, self.part_size))
                     slots.acquire()
                     parts.append(pool.submit(self._upload_part, full, upload_id, part_number, body, slots))
+                    del body
                     _raise_first_failure(parts)
             if upload_id is None:
-                self._put_single(full, bytes(buffer))
+                self._put_single(full, take(pending_size))
             else:
-                if buffer or part_number == 0:
+                if pending_size or part_number == 0:
                     part_number += 1
                     slots.acquire()
-                    parts.append(pool.submit(self._upload_part, full, upload_id, part_number, bytes(buffer), slots))
-                buffer = bytearray()
+                    parts.append(pool.submit(self._upload_part, full, upload_id, part_number, take(pending_size), slots))
                 etags = [f.result() for f in parts]
                 self._complete(full, upload_id, etags)
         except BaseException as exc:
