@@ -21,6 +21,23 @@ from pgops.postgres.cluster import (  # noqa: E402
 from pgops.postgres.session import connect_params  # noqa: E402
 
 
+# Prelude of the measured child processes: Airflow loaded first, as in a worker (the
+# timing covers the backup, not interpreter start-up), and the process's own peak RSS.
+# (VmHWM, not ru_maxrss, which also counts the parent's memory inherited at fork.)
+CHILD_PRELUDE = r"""
+import json, os, sys, time
+sys.path.insert(0, sys.argv[1])
+from airflow.sdk import BaseHook
+BaseHook.get_connection("pgops_backup")
+from pgops.backup.basebackup import run_full_backup
+from pgops.config import parse_config
+def hwm_kib():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+"""
+
+
 @contextmanager
 def pgbench_cluster(work: Path, scale: int, extra_settings: dict | None = None):
     """Yield (cluster, backup role password, human-readable database size)."""

@@ -32,24 +32,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchdb import ROOT, pgbench_cluster
+from benchdb import CHILD_PRELUDE, ROOT, pgbench_cluster
 
 from pgops.postgres.cluster import as_server_user, chown_to_server_user
 
-CHILD = r"""
-import json, os, sys, time
-sys.path.insert(0, sys.argv[1])
-# An Airflow worker has Airflow loaded before a task starts: load it outside the timing.
-from airflow.sdk import BaseHook
-BaseHook.get_connection("pgops_backup")
-from pgops.backup.basebackup import run_full_backup
-def hwm_kib():
-    # VmHWM: this process's own peak RSS. (ru_maxrss would also count the parent's
-    # memory inherited at fork, before exec.)
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-from pgops.config import parse_config
+CHILD = CHILD_PRELUDE + r"""
 from pgops.repository.local import LocalRepository
 config = parse_config({"repository": {"url": sys.argv[2]}, "backup": {"compression_level": 3, "compression_workers": 2}})
 t = time.perf_counter()

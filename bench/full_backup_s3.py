@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchdb import ROOT, pgbench_cluster
+from benchdb import CHILD_PRELUDE, ROOT, pgbench_cluster
 
 from pgops.postgres.cluster import as_server_user, free_port
 
@@ -40,19 +40,7 @@ s3.upload_fileobj(sys.stdin.buffer, sys.argv[2], sys.argv[3],
                   Config=TransferConfig(multipart_chunksize=64 * 2**20, max_concurrency=4))
 """
 
-CHILD = r"""
-import json, sys, time
-sys.path.insert(0, sys.argv[1])
-from airflow.sdk import BaseHook
-BaseHook.get_connection("pgops_backup")
-from pgops.backup.basebackup import run_full_backup
-def hwm_kib():
-    # VmHWM: this process's own peak RSS. (ru_maxrss would also count the parent's
-    # memory inherited at fork, before exec.)
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-from pgops.config import parse_config
+CHILD = CHILD_PRELUDE + r"""
 from pgops.repository import open_repository
 config = parse_config({"repository": {"url": sys.argv[2]}})
 repo = open_repository(config.repository)

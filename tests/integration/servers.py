@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import secrets
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -68,3 +69,26 @@ def make_fixia(cluster: LocalCluster, scale: int | None) -> FixiaServer:
     return server
 
 
+
+
+@contextmanager
+def fixia_with_local_repo(tmp: Path):
+    """A Fixia cluster of its own (schema and roles, no data), its job connections in
+    the environment, and a config/repository under ``tmp``; all undone afterwards.
+    For module-scoped fixtures, where pytest's monkeypatch is not available."""
+    import os
+
+    from pgops.config import parse_config
+    from pgops.repository.local import LocalRepository
+
+    cluster = start_cluster()
+    saved = dict(os.environ)
+    try:
+        server = make_fixia(cluster, scale=None)
+        os.environ.update(server.airflow_conn_env())
+        config = parse_config({"repository": {"url": str(tmp / "repo")}, "backup": {"spool_dir": str(tmp / "spool")}})
+        yield server, config, LocalRepository(tmp / "repo")
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        cluster.destroy()

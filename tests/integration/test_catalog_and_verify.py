@@ -11,36 +11,22 @@ from pgops.backup.inventory import scan, summarize
 from pgops.backup.verify import verify
 from pgops.backup.walship import WAL_PREFIX, ship_wal
 from pgops.cli import main
-from pgops.config import parse_config
 from pgops.repository.local import LocalRepository
 
-from .servers import make_fixia, start_cluster
+from .servers import fixia_with_local_repo
 
 
 @pytest.fixture(scope="module")
 def filled(tmp_path_factory):
     """One backup, then three WAL shipping runs with writes in between."""
-    import os
-
     tmp = tmp_path_factory.mktemp("catalog")
-    cluster = start_cluster()
-    saved = dict(os.environ)
-    try:
-        server = make_fixia(cluster, scale=None)
-        os.environ.update(server.airflow_conn_env())
-        config = parse_config({"repository": {"url": str(tmp / "repo")},
-                               "backup": {"spool_dir": str(tmp / "spool")}})
-        repo = LocalRepository(tmp / "repo")
+    with fixia_with_local_repo(tmp) as (server, config, repo):
         record = run_full_backup(config, repo)
         for i in range(3):
             with server.superuser() as conn:
                 conn.execute(f"CREATE TABLE t{i} AS SELECT g, md5(g::text) FROM generate_series(1, 200000) g")
             ship_wal(config, repo)
         yield repo, record, config, tmp
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-        cluster.destroy()
 
 
 def copy_repo(filled, tmp_path) -> LocalRepository:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import shutil
+import time
 from datetime import timedelta
 
 import pytest
@@ -14,38 +14,24 @@ from pgops.backup.inventory import scan, summarize
 from pgops.backup.retention import Policy, prune
 from pgops.backup.verify import verify
 from pgops.backup.walship import ship_wal
-from pgops.config import parse_config
 from pgops.errors import UnsafeOperation
 from pgops.repository.local import LocalRepository
 
-from .servers import make_fixia, start_cluster
+from .servers import fixia_with_local_repo
 
 
 @pytest.fixture(scope="module")
 def two_backups(tmp_path_factory):
     """backup A, WAL, backup B, WAL: A is older than B."""
-    tmp = tmp_path_factory.mktemp("prune")
-    cluster = start_cluster()
-    saved = dict(os.environ)
-    try:
-        server = make_fixia(cluster, scale=None)
-        os.environ.update(server.airflow_conn_env())
-        config = parse_config({"repository": {"url": str(tmp / "repo")}, "backup": {"spool_dir": str(tmp / "spool")}})
-        repo = LocalRepository(tmp / "repo")
+    with fixia_with_local_repo(tmp_path_factory.mktemp("prune")) as (server, config, repo):
         records = []
         for i in range(2):
             records.append(run_full_backup(config, repo))
             with server.superuser() as conn:
                 conn.execute(f"CREATE TABLE t{i} AS SELECT g, md5(g::text) FROM generate_series(1, 200000) g")
             ship_wal(config, repo)
-            import time
-
             time.sleep(1.1)  # distinct backup ids (second resolution)
         yield repo, records
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-        cluster.destroy()
 
 
 @pytest.fixture
