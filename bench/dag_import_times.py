@@ -52,8 +52,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
     worst = 0.0
-    print(f"| DAG file | median import (s) | min | max | runs |")
-    print(f"|---|---|---|---|---|")
+    print("| DAG file | median import (s) | min | max | runs |")
+    print("|---|---|---|---|---|")
     for path in sorted((ROOT / "dags").glob("*.py")):
         times = measure(path, args.runs)
         med = statistics.median(times)

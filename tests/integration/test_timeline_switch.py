@@ -6,7 +6,6 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import pytest
 
 from pgops.backup.basebackup import run_full_backup
 from pgops.backup.inventory import scan

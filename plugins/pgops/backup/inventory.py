@@ -117,7 +117,6 @@ def summarize(inv: Inventory) -> dict:
             item["last_modified"] = entry.newest_modified.isoformat() if entry.newest_modified else None
             backups.append(item)
             continue
-        start = wal.parse_segment(rec.start_wal_segment, size)
         stop = wal.parse_segment(rec.stop_wal_segment, size)
         # The backup itself carries the WAL from start to stop (-X fetch); shipped WAL
         # extends it forward from the stop segment on.
