@@ -65,14 +65,8 @@ class FaultProxy:
                     return
                 if action and action[0] == "status":
                     _, code, s3_code = action
-                    payload = (f"<?xml version='1.0'?><Error><Code>{s3_code}</Code>"
-                               f"<Message>injected</Message></Error>").encode()
-                    self.send_response(code)
-                    self.send_header("Content-Type", "application/xml")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                    return
+                    action = ("respond", code, (f"<?xml version='1.0'?><Error><Code>{s3_code}</Code>"
+                                                f"<Message>injected</Message></Error>").encode())
                 if action and action[0] == "respond":
                     _, code, payload = action
                     self.send_response(code)
