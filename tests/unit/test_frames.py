@@ -44,3 +44,23 @@ def test_prefetch_reraises_the_producers_error():
 
     with pytest.raises(OSError, match="pipe broke"):
         list(prefetch(producer()))
+
+
+def test_prefetch_reader_does_not_hang_when_the_consumer_stops_early():
+    import threading
+
+    def producer():  # fills the one-slot queue, then fails: its error must not block forever
+        yield b"a"
+        yield b"b"
+        raise OSError("pipe broke")
+
+    before = threading.active_count()
+    gen = prefetch(producer(), depth=1)
+    next(gen)
+    gen.close()  # the consumer failed and went away with the queue full
+    import time
+
+    deadline = time.monotonic() + 5
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() == before

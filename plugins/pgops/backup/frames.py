@@ -77,20 +77,24 @@ def prefetch(pieces: Iterable[bytes], depth: int = 4) -> Iterator[bytes]:
     done = object()
     stop = threading.Event()
 
+    def hand_over(item: object) -> bool:
+        """Queue ``item`` unless the consumer has gone (then never block on a full queue)."""
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def run() -> None:
         try:
             for piece in pieces:
-                while not stop.is_set():
-                    try:
-                        q.put(piece, timeout=0.5)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not hand_over(piece):
                     return
-            q.put(done)
+            hand_over(done)
         except BaseException as exc:  # handed over to the consumer, which re-raises it
-            q.put(exc)
+            hand_over(exc)
 
     thread = threading.Thread(target=run, name="pipe-reader", daemon=True)
     thread.start()

@@ -219,11 +219,13 @@ def ship_wal(config: PgopsConfig, repo: Repository, *, timeout_s: int = 1800) ->
                             archive_started=bool(known) or bool(repo.list(catalog.BACKUPS)))
         # pg_switch_wal() itself does nothing when no WAL was written since the last
         # switch: it then returns the current segment boundary.
+        # The time is read before the switch: every commit before it has its record
+        # before the switch position, so the shipping point never overstates coverage.
+        switch_time = conn.execute("SELECT pg_catalog.clock_timestamp()").fetchone()[0]
         switch_lsn = wal.parse_lsn(conn.execute("SELECT pg_catalog.pg_switch_wal()::text").fetchone()[0])
         result.switched = switch_lsn % seg_size != 0
         endpos = -(-switch_lsn // seg_size) * seg_size  # the end of the switched segment
         result.end_lsn = wal.format_lsn(endpos)
-        switch_time = conn.execute("SELECT pg_catalog.now()").fetchone()[0]
         if result.switched:
             # pg_receivewal stops only once the server sent WAL past --endpos; a restore
             # point is one small record in the new segment that gets it there at once

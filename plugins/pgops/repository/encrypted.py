@@ -76,6 +76,7 @@ class EncryptedRepository(Repository):
         self._aead = AESGCM(key)
         self.key_id = key_id(key)
         self._kid = bytes.fromhex(self.key_id)
+        self._described: dict[str, tuple[bytes, int]] = {}
 
     def _nonce(self, prefix: bytes, index: int, final: bool) -> bytes:
         return prefix + struct.pack(">IB", index, 1 if final else 0)
@@ -101,6 +102,7 @@ class EncryptedRepository(Repository):
                     index += 1
             yield self._aead.encrypt(self._nonce(prefix, index, True), bytes(buf), header)
 
+        self._described.pop(key, None)
         self.inner.put_stream(key, sealed())
         return PutResult(key, size, digest.hexdigest())
 
@@ -117,8 +119,11 @@ class EncryptedRepository(Repository):
         return header
 
     def get_stream(self, key: str, start: int = 0, length: int | None = None) -> Iterator[bytes]:
-        header = self._header(key)
-        stored = self._stored_size(key)
+        # Stored objects never change once written, so a restore fetching many frames of
+        # one object reads its header and size once, not per frame.
+        if key not in self._described:
+            self._described[key] = (self._header(key), self._stored_size(key))
+        header, stored = self._described[key]
         n_chunks = max(1, -(-(stored - HEADER) // (CHUNK + TAG)))
         total = plain_size(stored)
         end = total if length is None else min(total, start + length)
@@ -172,6 +177,9 @@ class EncryptedRepository(Repository):
         return self.inner.exists(key)
 
     def delete(self, keys: Iterable[str]) -> None:
+        keys = list(keys)
+        for key in keys:
+            self._described.pop(key, None)
         self.inner.delete(keys)
 
     def abort_incomplete(self, older_than: datetime) -> list[str]:
