@@ -5,7 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PYTHON=${PYTHON:-python3}
+# Debian's own interpreter by default: restore_command (`python -m pgops wal-fetch`) runs
+# as the postgres OS user, which cannot execute an interpreter under /root (pyenv).
+if [ -z "${PYTHON:-}" ]; then
+    if [ -x /usr/bin/python3 ]; then PYTHON=/usr/bin/python3; else PYTHON=python3; fi
+fi
 apt_needed=()
 for pkg in postgresql-15 postgresql-contrib; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || apt_needed+=("$pkg")
@@ -23,6 +27,12 @@ if [ ${#apt_needed[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_needed[@]}"
 fi
 
+# A virtualenv made from another interpreter (e.g. an earlier default) is rebuilt.
+want_home=$("$PYTHON" -c 'import os, sys; print(os.path.dirname(os.path.realpath(sys.executable)))')
+if [ -f .venv/pyvenv.cfg ] && ! grep -qx "home = $want_home" .venv/pyvenv.cfg; then
+    echo "[pgops] .venv was built from another interpreter; rebuilding it from $PYTHON"
+    rm -rf .venv
+fi
 if [ ! -x .venv/bin/python ]; then
     echo "[pgops] creating virtualenv .venv"
     "$PYTHON" -m venv .venv

@@ -115,6 +115,83 @@ def cmd_backups_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _timestamp(text: str | None):
+    from datetime import datetime
+
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ConfigError(f"--target-time {text!r} is not an ISO timestamp (2026-11-25T03:00:00+00:00)") from exc
+    if value.tzinfo is None:
+        raise ConfigError(f"--target-time {text!r} needs a UTC offset, e.g. 2026-11-25T03:00:00+00:00")
+    return value
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pgops.repository import open_repository
+    from pgops.restore.plan import RestoreRequest
+    from pgops.restore.run import run_restore
+
+    logging.getLogger("pgops").setLevel(min(logging.getLogger("pgops").getEffectiveLevel(), logging.INFO))
+    request = RestoreRequest(backup_id=args.backup_id, target_time=_timestamp(args.target_time),
+                             target_lsn=args.target_lsn, latest=args.latest)
+    config = _config(args)
+    result = run_restore(config, open_repository(config.repository, config.encryption), request, Path(args.to),
+                         start=args.start, port=args.port)
+    print(json.dumps(result.to_json(), indent=2))
+    if not args.start:
+        print(f"pgops: restored into {result.target_dir}; start it with: pg_ctl start -D {result.target_dir} "
+              "(as the postgres OS user, with the same AIRFLOW_CONN_* variables for an S3 or encrypted "
+              "repository); recovery then fetches WAL with pgops wal-fetch", file=sys.stderr)
+    return 0
+
+
+def cmd_wal_fetch(args: argparse.Namespace) -> int:
+    """restore_command: 0 found, 1 truly not found, 255 anything else (recovery stops)."""
+    from pathlib import Path
+
+    from pgops.restore import walfetch
+
+    dest = Path(args.path)
+    spool = Path(args.spool) if args.spool else None
+    if not walfetch.is_wal_request(args.name):
+        return walfetch.NOT_FOUND  # e.g. a .partial or backup history file: pgops never stores one
+    try:
+        if walfetch.take_prefetched(args.name, dest, spool):
+            return walfetch.FOUND
+        from pgops.config import EncryptionConfig, RepositoryConfig
+        from pgops.repository import open_repository
+
+        if args.repository:
+            repo_cfg = RepositoryConfig(url=args.repository, aws_conn_id=args.aws_conn_id or "pgops_s3")
+            enc = EncryptionConfig(enabled=bool(args.encryption_key_conn_id),
+                                   key_conn_id=args.encryption_key_conn_id or "pgops_encryption")
+            retry_s, prefetch = args.retry_seconds, args.prefetch
+        else:
+            config = _config(args)
+            repo_cfg, enc = config.repository, config.encryption
+            retry_s = config.restore.wal_fetch_retry_s if args.retry_seconds is None else args.retry_seconds
+            prefetch = config.restore.wal_prefetch if args.prefetch is None else args.prefetch
+        retry_s = 300 if retry_s is None else retry_s
+        prefetch = 8 if prefetch is None else prefetch
+        found = walfetch.fetch_with_retries(
+            lambda: walfetch.fetch_wal(open_repository(repo_cfg, enc), args.name, dest, spool=spool,
+                                       prefetch=prefetch), retry_s)
+    except PgopsError as exc:
+        print(f"pgops wal-fetch: {args.name}: {type(exc).__name__}: {exc}; stopping recovery (exit 255) rather "
+              "than ending it early", file=sys.stderr)
+        return walfetch.ABORT
+    except Exception as exc:  # anything unexpected must stop recovery, never look like "not found"
+        print(f"pgops wal-fetch: {args.name}: unexpected {type(exc).__name__}: {exc}; stopping recovery",
+              file=sys.stderr)
+        return walfetch.ABORT
+    return walfetch.FOUND if found else walfetch.NOT_FOUND
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pgops",
@@ -158,6 +235,39 @@ def build_parser() -> argparse.ArgumentParser:
     prn.add_argument("--now", metavar="TIMESTAMP", help="judge ages as of this ISO time (default: now)")
     prn.set_defaults(func=cmd_backups_prune)
 
+    rst = sub.add_parser(
+        "restore", help="restore a backup (and WAL) into a directory; works with Airflow down",
+        description="Restore into an empty or new directory: pick the backup for the target from the catalog, "
+        "download and check every frame, extract, run pg_verifybackup, write recovery.signal and the recovery "
+        "settings (restore_command = pgops wal-fetch). Refuses before downloading anything when the target "
+        "cannot be reached. See docs/restore.md.")
+    rst.add_argument("--to", required=True, metavar="DIR", help="the new data directory (must not exist or be empty)")
+    rst.add_argument("--backup-id", metavar="ID", help="this backup (alone: recover only to its consistent point)")
+    what = rst.add_mutually_exclusive_group()
+    what.add_argument("--latest", action="store_true", help="the newest backup and all WAL shipped after it")
+    what.add_argument("--target-time", metavar="TS", help="recover to this time (ISO 8601 with offset)")
+    what.add_argument("--target-lsn", metavar="LSN", help="recover to this WAL position (X/Y)")
+    rst.add_argument("--start", action="store_true",
+                     help="start the server (as the postgres OS user) and wait until recovery has ended")
+    rst.add_argument("--port", type=int, metavar="N", help="port for the restored server (default with --start: "
+                     "a free one; its socket goes into the data directory)")
+    rst.set_defaults(func=cmd_restore)
+
+    wf = sub.add_parser(
+        "wal-fetch", help="restore_command: fetch WAL file NAME to PATH (exit 0 found, 1 not found, 255 stop)",
+        description="PostgreSQL's restore_command contract: exit 0 once the file is in place; 1 only when the "
+        "repository truly has no such file (recovery ends there); 255 for any other failure after retries "
+        "(recovery stops with an error instead of ending early).")
+    wf.add_argument("name", metavar="NAME", help="%%f: the WAL or history file name")
+    wf.add_argument("path", metavar="PATH", help="%%p: where to put it")
+    wf.add_argument("--repository", metavar="URL", help="repository URL (default: from the configuration)")
+    wf.add_argument("--aws-conn-id", metavar="ID", help="Airflow connection for an s3:// repository")
+    wf.add_argument("--encryption-key-conn-id", metavar="ID", help="Airflow connection holding the encryption key")
+    wf.add_argument("--spool", metavar="DIR", help="prefetch directory (prefetching is off without it)")
+    wf.add_argument("--prefetch", type=int, metavar="N", help="segments to fetch per call, this one included")
+    wf.add_argument("--retry-seconds", type=int, metavar="S", help="retry transient errors this long")
+    wf.set_defaults(func=cmd_wal_fetch, needs_airflow=False)
+
     pre = sub.add_parser("preflight", help="check that the database is set up for pgops (as the monitoring role)")
     pre.set_defaults(func=cmd_preflight)
     return parser
@@ -172,8 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     # back onto stderr at the level asked for.
     import contextlib
 
-    with contextlib.redirect_stdout(sys.stderr):
-        import airflow.sdk  # noqa: F401
+    if getattr(args, "needs_airflow", True):
+        with contextlib.redirect_stdout(sys.stderr):
+            import airflow.sdk  # noqa: F401
 
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr,
                         force=True)

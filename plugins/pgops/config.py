@@ -204,6 +204,25 @@ class EncryptionConfig(_Section):
     )
 
 
+class RestoreConfig(_Section):
+    """``pgops restore`` and ``pgops wal-fetch`` (also used by the restore verification)."""
+
+    workers: int = Field(
+        2, ge=1, le=32,
+        description="Threads that fetch, check and decompress backup frames in parallel (8 MiB each, "
+        "so about (workers + 2) x 8 MiB in memory).",
+    )
+    wal_prefetch: int = Field(
+        8, ge=1, le=64,
+        description="wal-fetch also fetches this many segments ahead (minus one) into pg_wal/pgops-prefetch.",
+    )
+    wal_fetch_retry_s: int = Field(
+        300, ge=0, le=86400,
+        description="How long wal-fetch retries transient repository errors before it stops recovery "
+        "(exit 255, never 'not found').",
+    )
+
+
 class RestoreVerificationConfig(_Section):
     """The monthly restore test."""
 
@@ -297,6 +316,7 @@ class PgopsConfig(_Section):
     backup: BackupConfig = Field(default_factory=BackupConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     encryption: EncryptionConfig = Field(default_factory=EncryptionConfig)
+    restore: RestoreConfig = Field(default_factory=RestoreConfig)
     restore_verification: RestoreVerificationConfig = Field(
         default_factory=RestoreVerificationConfig
     )

@@ -77,3 +77,19 @@ GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA fixia TO fixia_app;
 -- The maintenance role references users from the tables it owns (foreign keys need it).
 GRANT REFERENCES ON ALL TABLES IN SCHEMA fixia TO pgops_maintenance;
 GRANT SELECT ON ALL TABLES IN SCHEMA fixia TO pgops_maintenance;
+
+-- The restore sentinel: the backup jobs insert a row just before each full backup and
+-- each WAL switch; a restore test finds the newest row it should contain, and its
+-- commit (after the shipping point's time) is what lets recovery to any
+-- restorable time stop exactly there. Only pgops_backup writes it.
+CREATE SCHEMA IF NOT EXISTS pgops AUTHORIZATION fixia_owner;
+CREATE TABLE IF NOT EXISTS pgops.backup_sentinel (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    kind       text NOT NULL CHECK (kind IN ('full_backup', 'wal_switch')),
+    token      text NOT NULL,
+    written_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp()
+);
+ALTER TABLE pgops.backup_sentinel OWNER TO fixia_owner;
+GRANT USAGE ON SCHEMA pgops TO pgops_backup, pgops_monitor;
+GRANT SELECT, INSERT, DELETE ON pgops.backup_sentinel TO pgops_backup;
+GRANT SELECT ON pgops.backup_sentinel TO pgops_monitor;

@@ -34,6 +34,7 @@ class WalPoint:
     lsn: int
     timeline: int
     key: str = ""
+    sentinel: str | None = None  # token of the sentinel row committed just after ``time``
 
 
 @dataclass
@@ -74,7 +75,7 @@ def scan(repo: Repository) -> Inventory:
             try:
                 data = json.loads(repo.get_bytes(obj.key))
                 inv.points.append(WalPoint(datetime.fromisoformat(data["time"]), wal.parse_lsn(data["lsn"]),
-                                           int(data["timeline"]), obj.key))
+                                           int(data["timeline"]), obj.key, data.get("sentinel")))
             except (ValueError, KeyError, TypeError) as exc:
                 inv.problems.append(f"{obj.key} is unreadable: {exc}")
             continue
@@ -122,10 +123,10 @@ def summarize(inv: Inventory) -> dict:
         # extends it forward from the stop segment on.
         end = _contiguous_end(segs.get(rec.timeline, set()), stop.number)
         wal_until_lsn = (end + 1) * size if end is not None else wal.parse_lsn(rec.stop_lsn)
-        latest = rec.stop_time
+        latest, latest_sentinel = rec.stop_time, None
         for point in inv.points:
             if point.timeline == rec.timeline and point.lsn <= wal_until_lsn and point.time > latest:
-                latest = point.time
+                latest, latest_sentinel = point.time, point.sentinel
         item.update({
             "status": rec.status,
             "label": rec.label,
@@ -143,6 +144,7 @@ def summarize(inv: Inventory) -> dict:
             "system_identifier": rec.system_identifier,
             "recoverable_from": rec.stop_time.isoformat(),
             "recoverable_until": latest.isoformat(),
+            "recoverable_until_sentinel": latest_sentinel,
         })
         backups.append(item)
     chains = _chains([b for b in backups if b["status"] == "complete"], size)

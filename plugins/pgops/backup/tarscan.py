@@ -25,6 +25,18 @@ def _octal(field_bytes: bytes) -> int:
     return int(text, 8) if text else 0
 
 
+def header_fields(header: bytes, errors: str = "replace") -> tuple[str, int, str]:
+    """(name, size, typeflag) of a 512-byte ustar/GNU header (the ustar prefix joined)."""
+    size = _octal(header[124:136])
+    typeflag = chr(header[156]) if header[156] else "0"
+    name = header[0:100].split(b"\0", 1)[0].decode("utf-8", errors)
+    if header[257:262] == b"ustar":
+        prefix = header[345:500].split(b"\0", 1)[0].decode("utf-8", errors)
+        if prefix:
+            name = f"{prefix}/{name}"
+    return name, size, typeflag
+
+
 @dataclass
 class TarScanner:
     """Feed it the stream in any chunk sizes; read ``captured`` and ``members`` after."""
@@ -78,13 +90,7 @@ class TarScanner:
                 self.ended = True
             return
         self._zero_blocks = 0
-        size = _octal(header[124:136])
-        typeflag = chr(header[156]) if header[156] else "0"
-        name = header[0:100].split(b"\0", 1)[0].decode("utf-8", "replace")
-        if header[257:262] == b"ustar":
-            prefix = header[345:500].split(b"\0", 1)[0].decode("utf-8", "replace")
-            if prefix:
-                name = f"{prefix}/{name}"
+        name, size, typeflag = header_fields(header)
         padded = (size + BLOCK - 1) // BLOCK * BLOCK
         self._skip = padded
         if typeflag in ("L", "x"):

@@ -28,12 +28,14 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import subprocess
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from pgops.backup import catalog, wal
+from pgops.backup.sentinel import write_sentinel
 from pgops.config import PgopsConfig
 from pgops.connections import get_connection
 from pgops.errors import IntegrityError, TransientError
@@ -110,6 +112,7 @@ class ShipResult:
     timeline: int | None = None
     slot_retained_bytes: int | None = None
     chain_breaks: list[str] = field(default_factory=list)
+    sentinel: str | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -222,6 +225,10 @@ def ship_wal(config: PgopsConfig, repo: Repository, *, timeout_s: int = 1800) ->
         # The time is read before the switch: every commit before it has its record
         # before the switch position, so the shipping point never overstates coverage.
         switch_time = conn.execute("SELECT pg_catalog.clock_timestamp()").fetchone()[0]
+        # The sentinel commits after switch_time and before the switch: recovery to
+        # switch_time always finds a commit to stop at (see backup/sentinel.py).
+        result.sentinel = f"wal-{switch_time.astimezone(timezone.utc):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(4)}"
+        write_sentinel(conn, "wal_switch", result.sentinel)
         switch_lsn = wal.parse_lsn(conn.execute("SELECT pg_catalog.pg_switch_wal()::text").fetchone()[0])
         result.switched = switch_lsn % seg_size != 0
         endpos = -(-switch_lsn // seg_size) * seg_size  # the end of the switched segment
@@ -267,7 +274,7 @@ def ship_wal(config: PgopsConfig, repo: Repository, *, timeout_s: int = 1800) ->
         state = _slot_state(conn, slot)
     result.slot_retained_bytes = state.retained_bytes
     point = {"time": switch_time.astimezone(timezone.utc).isoformat(), "lsn": result.end_lsn,
-             "timeline": timeline, "shipped": result.shipped}
+             "timeline": timeline, "shipped": result.shipped, "sentinel": result.sentinel}
     repo.put_bytes(f"{POINTS_DIR}{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{endpos:016X}.json",
                    json.dumps(point).encode())
     log.info("WAL shipping: %d shipped, %d already stored, up to %s on timeline %d; slot %s retains %s bytes",

@@ -59,7 +59,7 @@ class Repository(abc.ABC):
     def get_stream(self, key: str, start: int = 0, length: int | None = None) -> Iterator[bytes]:
         """The object's bytes (or ``length`` bytes from ``start``) in chunks.
 
-        A missing key raises :class:`ObjectNotFound`.
+        A missing key raises :class:`pgops.errors.NotFound`.
         """
 
     def get_bytes(self, key: str, start: int = 0, length: int | None = None) -> bytes:

@@ -1,0 +1,1 @@
+"""Restores: plan (pure), fetch and extract, wal-fetch, the run that ties them."""

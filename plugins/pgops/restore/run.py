@@ -1,0 +1,339 @@
+"""Carry out a restore plan: check, download, extract, verify, configure, start.
+
+Order matters and each step fails closed:
+
+1. **refuse early**, before any download: the plan (:mod:`.plan`) is checked against
+   the catalog; the target directory must be new or empty; the local PostgreSQL binaries
+   must be the backup's major version; the file system must have room for the backup;
+2. **download and extract**: frames fetched in parallel, each sha256-checked, then
+   decompressed (and decrypted) straight into the data directory (:mod:`.fetch`,
+   :mod:`.extract`), followed by one ``syncfs`` of the target file system;
+3. ``pg_verifybackup`` checks every file against PostgreSQL's own ``backup_manifest``
+   and parses the WAL the backup carries;
+4. **recovery settings** appended to ``postgresql.auto.conf`` (so they win over the
+   restored configuration) and ``recovery.signal``: ``restore_command`` runs
+   ``pgops wal-fetch`` against the same repository;
+5. optionally **start** the server (as the postgres OS user when run as root) and wait,
+   printing progress, until recovery has ended and the server has promoted.
+
+If any step before the start fails, what the restore wrote is removed again, so the
+same command can simply be rerun.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pgops.backup import wal
+from pgops.backup.inventory import scan
+from pgops.config import EncryptionConfig, PgopsConfig, RepositoryConfig
+from pgops.errors import ConfigError, IntegrityError, TransientError, UnsafeOperation
+from pgops.postgres.cluster import as_server_user, chown_to_server_user, find_bindir, free_port
+from pgops.repository.base import Repository
+from pgops.restore.extract import TarExtractor
+from pgops.restore.fetch import frame_index, raw_pieces
+from pgops.restore.plan import RestorePlan, RestoreRequest, plan_restore
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY_S = 10.0
+SPOOL_NAME = "pgops-prefetch"  # under pg_wal/
+DISK_MARGIN = 256 * 2**20
+
+
+@dataclass
+class RestoreResult:
+    backup_id: str
+    target_dir: str
+    plan: str
+    recovery_settings: dict[str, str]
+    raw_size: int
+    stored_size: int
+    files: int = 0
+    timings_s: dict[str, float] = field(default_factory=dict)
+    port: int | None = None
+    started: bool = False
+    recovery: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+# -- refusals before any download ---------------------------------------------------------
+def check_target_dir(target: Path) -> bool:
+    """The data directory must be new or empty. Returns whether it already existed."""
+    if target.exists():
+        if not target.is_dir():
+            raise UnsafeOperation(f"{target} exists and is not a directory; restore into a new or empty directory")
+        if any(target.iterdir()):
+            raise UnsafeOperation(f"{target} is not empty: pgops never restores over existing files. Move it aside "
+                                  "(or remove it, if you are sure it holds nothing you need) and rerun")
+        return True
+    return False
+
+
+def check_binaries(major: str) -> Path:
+    """The local server binaries must be the backup's major version."""
+    bindir = find_bindir(int(major))
+    out = subprocess.run([str(bindir / "pg_ctl"), "--version"], capture_output=True, text=True, check=False).stdout
+    found = re.search(r"(\d+)(?:\.\d+)?", out)
+    if not found or found.group(1) != major:
+        raise ConfigError(f"the backup is PostgreSQL {major} but {bindir}/pg_ctl is {out.strip() or 'unknown'}; "
+                          f"install postgresql-{major} (or point PGOPS_PG_BINDIR at its binaries)")
+    return bindir
+
+
+def check_free_space(target: Path, plan: RestorePlan, segment_size: int = wal.DEFAULT_SEGMENT_SIZE) -> int:
+    """Room for the whole backup plus the WAL recovery keeps, with a margin."""
+    need = plan.record.raw_size + min(plan.wal_segments, 64) * segment_size + DISK_MARGIN
+    probe = target
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < need:
+        raise UnsafeOperation(f"{probe} has {free / 2**30:.1f} GiB free; restoring backup {plan.record.id} needs about "
+                              f"{need / 2**30:.1f} GiB. Free space or choose another --to directory")
+    return need
+
+
+# -- the recovery configuration -------------------------------------------------------------
+def wal_fetch_command(repo_cfg: RepositoryConfig, encryption: EncryptionConfig | None, spool: Path,
+                      prefetch: int, retry_s: int) -> str:
+    """The ``restore_command``: this same pgops, told exactly which repository to read."""
+    url = repo_cfg.url if repo_cfg.scheme == "s3" else str(repo_cfg.local_path().resolve())
+    argv = [sys.executable, "-m", "pgops", "wal-fetch", "--repository", url, "--spool", str(spool),
+            "--prefetch", str(prefetch), "--retry-seconds", str(retry_s)]
+    if repo_cfg.scheme == "s3":
+        argv += ["--aws-conn-id", repo_cfg.aws_conn_id]
+    if encryption is not None and encryption.enabled:
+        argv += ["--encryption-key-conn-id", encryption.key_conn_id]
+    return " ".join(shlex.quote(a) for a in argv) + " %f %p"
+
+
+def _conf_quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def write_recovery_settings(datadir: Path, plan: RestorePlan, restore_command: str,
+                            extra: dict[str, str] | None = None) -> None:
+    """Append the recovery settings to postgresql.auto.conf (read last, so they win) and
+    create recovery.signal; remove a standby.signal the backup may carry."""
+    settings = {"restore_command": restore_command, **plan.recovery_settings, **(extra or {})}
+    lines = [f"# pgops restore of backup {plan.record.id} at {datetime.now(timezone.utc).isoformat()}"]
+    lines += [f"{key} = {_conf_quote(value)}" for key, value in settings.items()]
+    auto = datadir / "postgresql.auto.conf"
+    existing = auto.read_text() if auto.exists() else ""
+    auto.write_text(existing + ("" if existing.endswith("\n") or not existing else "\n") + "\n".join(lines) + "\n")
+    (datadir / "standby.signal").unlink(missing_ok=True)
+    (datadir / "recovery.signal").write_text("")
+    chown_to_server_user_files(datadir, ["postgresql.auto.conf", "recovery.signal"])
+
+
+def chown_to_server_user_files(datadir: Path, names: list[str]) -> None:
+    if os.geteuid() != 0:
+        return
+    import pwd
+
+    from pgops.postgres.cluster import SERVER_USER
+
+    entry = pwd.getpwnam(SERVER_USER)
+    for name in names:
+        os.chown(datadir / name, entry.pw_uid, entry.pw_gid)
+
+
+def syncfs(path: Path) -> None:
+    """Flush the file system holding ``path`` (one call instead of an fsync per file)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.syncfs(fd) != 0:
+            raise OSError(ctypes.get_errno(), "syncfs failed")
+    except (OSError, AttributeError):
+        os.sync()
+    finally:
+        os.close(fd)
+
+
+def run_verifybackup(bindir: Path, datadir: Path) -> None:
+    proc = subprocess.run(as_server_user([str(bindir / "pg_verifybackup"), "--quiet", str(datadir)]),
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise IntegrityError(f"pg_verifybackup rejected the restored directory {datadir}:\n"
+                             f"{(proc.stderr or proc.stdout).strip()[-3000:]}")
+
+
+# -- start and wait for the end of recovery ---------------------------------------------------
+_RESTORED = re.compile(r'restored log file "([0-9A-F]{24})" from archive')
+_END_FACTS = {
+    "stopped_at": re.compile(r"recovery stopping (?:before|after) (.*)$"),
+    "redo_done_at": re.compile(r"redo done at ([0-9A-F]+/[0-9A-F]+)"),
+    "last_transaction_time": re.compile(r"last completed transaction was at log time (.*)$"),
+    "new_timeline": re.compile(r"selected new timeline ID: (\d+)"),
+    "consistent_at": re.compile(r"consistent recovery state reached at ([0-9A-F]+/[0-9A-F]+)"),
+}
+
+
+def recovery_facts(log_text: str) -> dict[str, str]:
+    """What the server said about its recovery (the last occurrence of each)."""
+    facts: dict[str, str] = {}
+    for line in log_text.splitlines():
+        for key, pattern in _END_FACTS.items():
+            found = pattern.search(line)
+            if found:
+                facts[key] = found.group(1).strip()
+    restored = _RESTORED.findall(log_text)
+    facts["wal_files_restored"] = str(len(restored))
+    if restored:
+        facts["last_wal_file"] = restored[-1]
+    return facts
+
+
+def _controldata_state(bindir: Path, datadir: Path) -> str:
+    proc = subprocess.run([str(bindir / "pg_controldata"), str(datadir)], capture_output=True, text=True,
+                          check=False, env={**os.environ, "LC_ALL": "C"})
+    found = re.search(r"^Database cluster state:\s*(.+)$", proc.stdout, re.MULTILINE)
+    return found.group(1).strip() if found else "unknown"
+
+
+def start_and_wait(bindir: Path, datadir: Path, logfile: Path, *, timeout_s: float) -> dict[str, str]:
+    """Start the restored server and wait until recovery has ended; returns its recovery facts."""
+    logfile.parent.mkdir(parents=True, exist_ok=True)
+    chown_to_server_user(logfile.parent)
+    proc = subprocess.run(as_server_user([str(bindir / "pg_ctl"), "start", "-W", "-D", str(datadir),
+                                          "-l", str(logfile)]), capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise TransientError(f"pg_ctl start failed: {(proc.stderr or proc.stdout).strip()} (log: {logfile})")
+    t0 = time.monotonic()
+    last_report = t0
+    while True:
+        time.sleep(0.2)
+        text = logfile.read_text(errors="replace") if logfile.exists() else ""
+        running = subprocess.run(as_server_user([str(bindir / "pg_ctl"), "status", "-D", str(datadir)]),
+                                 capture_output=True, check=False).returncode == 0
+        if not running:
+            fatal = [line for line in text.splitlines() if "FATAL" in line or "PANIC" in line]
+            raise IntegrityError("the restored server stopped during recovery: "
+                                 + ("; ".join(fatal[-3:]) or "no FATAL line") + f" (log: {logfile})")
+        if not (datadir / "recovery.signal").exists() and _controldata_state(bindir, datadir) == "in production":
+            return recovery_facts(text)
+        now = time.monotonic()
+        if now - last_report >= PROGRESS_EVERY_S:
+            last_report = now
+            facts = recovery_facts(text)
+            log.info("recovery running for %.0fs: %s WAL file(s) restored, last %s", now - t0,
+                     facts["wal_files_restored"], facts.get("last_wal_file", "-"))
+        if now - t0 > timeout_s:
+            raise TransientError(f"recovery did not finish within {timeout_s:.0f}s; the server is still running "
+                                 f"(log: {logfile}); wait, or stop it with pg_ctl stop -D {datadir}")
+
+
+# -- the whole restore ----------------------------------------------------------------------
+def run_restore(
+    config: PgopsConfig,
+    repo: Repository,
+    request: RestoreRequest,
+    target: Path,
+    *,
+    start: bool = False,
+    port: int | None = None,
+    socket_dir: Path | None = None,
+    now: datetime | None = None,
+    verify_backup: bool = True,
+    recovery_timeout_s: float = 24 * 3600,
+) -> RestoreResult:
+    target = Path(target).absolute()
+    opts = config.restore
+    t0 = time.monotonic()
+    inv = scan(repo)
+    plan = plan_restore(inv, request, now or datetime.now(timezone.utc))
+    record = plan.record
+    existed = check_target_dir(target)
+    bindir = check_binaries(record.pg_version)
+    check_free_space(target, plan)
+    index = frame_index(repo, record)  # checked against backup.json before any data is fetched
+    log.info("%s", plan.describe())
+    result = RestoreResult(record.id, str(target), plan.describe(), plan.recovery_settings,
+                           record.raw_size, record.stored_size)
+    result.timings_s["plan"] = round(time.monotonic() - t0, 3)
+
+    t1 = time.monotonic()
+    target.mkdir(mode=0o700, parents=True, exist_ok=True)
+    target.chmod(0o700)
+    chown_to_server_user_files(target.parent, [target.name])
+    try:
+        extractor = TarExtractor(target)
+        done = 0
+        last_report = time.monotonic()
+        try:
+            for piece in raw_pieces(repo, record, index, workers=opts.workers):
+                extractor.feed(piece)
+                done += len(piece)
+                if time.monotonic() - last_report >= PROGRESS_EVERY_S:
+                    last_report = time.monotonic()
+                    elapsed = last_report - t1
+                    log.info("restore %s: %.0f of %.0f MiB extracted (%.0f%%), %.0f MiB/s", record.id, done / 2**20,
+                             record.raw_size / 2**20, 100 * done / max(record.raw_size, 1), done / 2**20 / elapsed)
+            extractor.close()
+        except BaseException:
+            extractor.abort()
+            raise
+        syncfs(target)
+        result.files = extractor.files
+        result.timings_s["download_extract"] = round(time.monotonic() - t1, 3)
+        log.info("restore %s: %d files, %.0f MiB extracted in %.1fs", record.id, extractor.files,
+                 done / 2**20, result.timings_s["download_extract"])
+        if verify_backup:
+            t2 = time.monotonic()
+            run_verifybackup(bindir, target)
+            result.timings_s["verifybackup"] = round(time.monotonic() - t2, 3)
+            log.info("pg_verifybackup: the restored files match the backup manifest (%.1fs)",
+                     result.timings_s["verifybackup"])
+        spool = target / "pg_wal" / SPOOL_NAME
+        extra: dict[str, str] = {}
+        if start:
+            result.port = port or free_port()
+            extra["port"] = str(result.port)
+            extra["unix_socket_directories"] = str(socket_dir or target)
+        elif port:
+            result.port = port
+            extra["port"] = str(port)
+        write_recovery_settings(target, plan, wal_fetch_command(config.repository, config.encryption, spool,
+                                                                opts.wal_prefetch, opts.wal_fetch_retry_s), extra)
+    except BaseException:
+        _undo(target, existed)
+        raise
+
+    if start:
+        t3 = time.monotonic()
+        result.recovery = start_and_wait(bindir, target, target / "log" / "pgops-restore.log",
+                                         timeout_s=recovery_timeout_s)
+        shutil.rmtree(spool, ignore_errors=True)
+        result.started = True
+        result.timings_s["recovery"] = round(time.monotonic() - t3, 3)
+        log.info("recovery finished in %.1fs: %s", result.timings_s["recovery"], result.recovery)
+    result.timings_s["total"] = round(time.monotonic() - t0, 3)
+    return result
+
+
+def _undo(target: Path, existed: bool) -> None:
+    """Remove what this restore wrote; an empty directory that was there before stays."""
+    log.warning("restore failed: removing the partial files in %s", target)
+    if existed:
+        for child in target.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(target, ignore_errors=True)

@@ -1,0 +1,200 @@
+"""Point-in-time restores from a real backup chain: a full backup, WAL shipped after it,
+restored into new directories and started by ``run_restore`` as the CLI does."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from pgops.backup import catalog
+from pgops.backup.basebackup import run_full_backup
+from pgops.backup.inventory import scan, summarize
+from pgops.backup.walship import ship_wal
+from pgops.config import parse_config
+from pgops.errors import ConfigError, IntegrityError, NotFound, UnsafeOperation
+from pgops.postgres.cluster import LocalCluster
+from pgops.postgres.session import connect_params
+from pgops.repository.local import LocalRepository
+from pgops.restore.plan import RestoreRequest
+from pgops.restore.run import run_restore
+
+from .servers import make_fixia, start_cluster
+
+
+def shared_tempdir(prefix: str) -> Path:
+    """A temporary directory the postgres OS user can enter (restore_command runs as it)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    return path
+
+
+def write_probe(server, label: str) -> datetime:
+    with server.superuser() as conn:
+        conn.execute("INSERT INTO public.probe (label) VALUES (%s)", [label])
+        return conn.execute("SELECT clock_timestamp()").fetchone()[0]
+
+
+class Chain:
+    """T1 written, full backup, T2 written and shipped, T3 written and shipped."""
+
+    def __init__(self, server, config, repo, times, base):
+        self.server, self.config, self.repo, self.times, self.base = server, config, repo, times, base
+
+    def restore(self, request: RestoreRequest, name: str, **kw):
+        target = self.base / name
+        result = run_restore(self.config, self.repo, request, target, start=True, **kw)
+        return target, result
+
+    def labels(self, target: Path, port: int) -> list[str]:
+        with connect_params({"host": str(target), "port": port, "user": "postgres", "dbname": "fixia"},
+                            application_name="pgops:test", statement_timeout_s=30) as conn:
+            return [r[0] for r in conn.execute("SELECT label FROM public.probe ORDER BY id")]
+
+
+@pytest.fixture(scope="module")
+def chain():
+    import os
+
+    base = shared_tempdir("pgops-restore-")
+    cluster = start_cluster()
+    saved = dict(os.environ)
+    try:
+        server = make_fixia(cluster, scale=None)
+        os.environ.update(server.airflow_conn_env())
+        config = parse_config({"repository": {"url": str(base / "repo")},
+                               "backup": {"spool_dir": str(base / "spool")}})
+        repo = LocalRepository(base / "repo")
+        with server.superuser() as conn:
+            conn.execute("CREATE TABLE public.probe (id bigserial PRIMARY KEY, label text NOT NULL)")
+        times = {"T1": write_probe(server, "T1")}
+        run_full_backup(config, repo)
+        times["T2"] = write_probe(server, "T2")
+        time.sleep(0.2)
+        times["after_T2"] = datetime.now(timezone.utc)
+        time.sleep(0.2)
+        ship_wal(config, repo)
+        times["T3"] = write_probe(server, "T3")
+        ship_wal(config, repo)
+        yield Chain(server, config, repo, times, base)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        cluster.destroy()
+        for child in base.glob("restored-*"):
+            LocalCluster(child, 0).stop(mode="immediate") if (child / "PG_VERSION").exists() else None
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def stop(target: Path) -> None:
+    from pgops.postgres.cluster import as_server_user, find_bindir
+    import subprocess
+
+    subprocess.run(as_server_user([str(find_bindir() / "pg_ctl"), "stop", "-D", str(target), "-m", "immediate"]),
+                   capture_output=True, check=False)
+
+
+def test_restore_to_a_time_has_exactly_the_data_before_it(chain):
+    target, result = chain.restore(RestoreRequest(target_time=chain.times["after_T2"]), "restored-t2")
+    try:
+        assert chain.labels(target, result.port) == ["T1", "T2"]
+        assert result.started and result.recovery["stopped_at"].startswith("commit of transaction")
+        assert int(result.recovery["wal_files_restored"]) >= 1
+        assert {"download_extract", "verifybackup", "recovery"} <= result.timings_s.keys()
+        assert not (target / "recovery.signal").exists()
+        assert not (target / "pg_wal" / "pgops-prefetch").exists()
+    finally:
+        stop(target)
+
+
+def test_restore_latest_has_everything_shipped(chain):
+    target, result = chain.restore(RestoreRequest(latest=True), "restored-latest")
+    try:
+        assert chain.labels(target, result.port) == ["T1", "T2", "T3"]
+        view = summarize(scan(chain.repo))
+        newest = view["backups"][-1]["recoverable_until_sentinel"]
+        with connect_params({"host": str(target), "port": result.port, "user": "postgres", "dbname": "fixia"},
+                            application_name="pgops:test", statement_timeout_s=30) as conn:
+            tokens = [r[0] for r in conn.execute("SELECT token FROM pgops.backup_sentinel")]
+        assert newest in tokens, "the newest shipping point's sentinel must be in the restored data"
+    finally:
+        stop(target)
+
+
+def test_restore_of_a_backup_alone_stops_at_its_consistent_point(chain):
+    backup_id = catalog.read_catalog(chain.repo)[0].backup_id
+    target, result = chain.restore(RestoreRequest(backup_id=backup_id), "restored-immediate")
+    try:
+        assert chain.labels(target, result.port) == ["T1"]
+    finally:
+        stop(target)
+
+
+@pytest.mark.parametrize("request_kw, error, words", [
+    ({"target_time": datetime.now(timezone.utc) + timedelta(days=1)}, ConfigError, "in the future"),
+    ({"target_time": datetime(2020, 1, 1, tzinfo=timezone.utc)}, UnsafeOperation, "before the earliest"),
+    ({"backup_id": "20990101T000000Z"}, NotFound, "no such backup"),
+    ({"target_lsn": "FF/0"}, UnsafeOperation, "no backup can reach LSN"),
+])
+def test_unreachable_targets_are_refused_before_any_download(chain, request_kw, error, words):
+    target = chain.base / "restored-refused"
+    with pytest.raises(error, match=words):
+        run_restore(chain.config, chain.repo, RestoreRequest(**request_kw), target)
+    assert not target.exists(), "nothing may be written for a refused restore"
+
+
+def test_a_non_empty_target_is_refused(chain):
+    target = chain.base / "restored-occupied"
+    target.mkdir()
+    (target / "precious").write_text("keep me")
+    with pytest.raises(UnsafeOperation, match="not empty"):
+        run_restore(chain.config, chain.repo, RestoreRequest(latest=True), target)
+    assert (target / "precious").read_text() == "keep me"
+
+
+def test_a_corrupt_frame_is_named_and_the_partial_restore_removed(chain, tmp_path):
+    repo_copy = shared_tempdir("pgops-restore-corrupt-")
+    try:
+        shutil.copytree(chain.repo.root, repo_copy / "repo")
+        repo = LocalRepository(repo_copy / "repo")
+        record = catalog.read_catalog(repo)[0].record
+        data = repo.root / record.objects["data"].key
+        index = json.loads((repo.root / record.objects["index"].key).read_text())
+        offset = index["frames"][len(index["frames"]) // 2][1]
+        with data.open("r+b") as f:
+            f.seek(offset + 100)
+            byte = f.read(1)
+            f.seek(offset + 100)
+            f.write(bytes([byte[0] ^ 0xFF]))
+        config = parse_config({"repository": {"url": str(repo_copy / "repo")}})
+        target = repo_copy / "restored"
+        with pytest.raises(IntegrityError, match=rf"data\.tar\.zst is corrupt: frame {len(index['frames']) // 2} "):
+            run_restore(config, repo, RestoreRequest(latest=True), target)
+        assert not target.exists()
+    finally:
+        shutil.rmtree(repo_copy, ignore_errors=True)
+
+
+def test_a_missing_wal_segment_is_named_as_a_gap(chain):
+    repo_copy = shared_tempdir("pgops-restore-gap-")
+    try:
+        shutil.copytree(chain.repo.root, repo_copy / "repo")
+        repo = LocalRepository(repo_copy / "repo")
+        view = summarize(scan(repo))
+        backup = view["backups"][-1]
+        segments = sorted(o.key for o in repo.list("wal/0") if o.key.split("/")[-1][:24] > backup["stop_wal_segment"])
+        assert len(segments) >= 2, "the chain needs WAL after the backup's stop segment"
+        (repo.root / segments[0]).unlink()
+        config = parse_config({"repository": {"url": str(repo_copy / "repo")}})
+        missing = segments[0].split("/")[-1][:24]
+        with pytest.raises(IntegrityError, match=f"gap \\({missing}"):
+            run_restore(config, repo, RestoreRequest(latest=True), repo_copy / "restored")
+        with pytest.raises(UnsafeOperation, match="gap"):
+            run_restore(config, repo, RestoreRequest(target_time=chain.times["after_T2"]), repo_copy / "restored")
+    finally:
+        shutil.rmtree(repo_copy, ignore_errors=True)
