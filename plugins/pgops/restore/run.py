@@ -305,9 +305,12 @@ def run_restore(
             result.port = port or free_port()
             extra["port"] = str(result.port)
             extra["unix_socket_directories"] = str(socket_dir or target)
-        elif port:
-            result.port = port
-            extra["port"] = str(port)
+        else:
+            if port:
+                result.port = port
+                extra["port"] = str(port)
+            if socket_dir:
+                extra["unix_socket_directories"] = str(socket_dir)
         write_recovery_settings(target, plan, wal_fetch_command(config.repository, config.encryption, spool,
                                                                 opts.wal_prefetch, opts.wal_fetch_retry_s), extra)
     except BaseException:
