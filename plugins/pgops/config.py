@@ -233,7 +233,14 @@ class RestoreVerificationConfig(_Section):
     scratch_dir: str = Field("var/scratch", description="Where the scratch server lives.")
     count_tables: list[str] = Field(
         default_factory=lambda: ["fixia.users", "fixia.payments", "fixia.notifications"],
-        description="Tables whose row counts must match what the backup recorded.",
+        description="Tables whose row counts the backup jobs record with each sentinel and the restore "
+        "test compares (the backup role needs SELECT on them).",
+    )
+    count_tolerance_pct: float = Field(
+        0.0, ge=0, le=100,
+        description="Allowed difference of a restored row count from the recorded one, in percent. 0: exact. "
+        "Writes that commit in the milliseconds between the count and the sentinel make a busy database "
+        "differ slightly; raise this only if that happens.",
     )
 
     _check_schedules = field_validator("schedule")(_check_schedule)

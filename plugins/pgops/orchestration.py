@@ -85,3 +85,4 @@ def is_stale_run(run_type: str | None, data_interval_end: datetime | None, now: 
 # provider's URI normalizers while parsing a DAG file (~0.2-0.5 s otherwise).
 FULL_BACKUP_ASSET = "x-pgops://fixia/full-backup"
 WAL_CHAIN_BREAK_ASSET = "x-pgops://fixia/wal-chain-break"
+RESTORE_VERIFIED_ASSET = "x-pgops://fixia/restore-verified"

@@ -1,9 +1,28 @@
+-- The restore sentinel (see plugins/pgops/backup/sentinel.py). Run in one REPEATABLE
+-- READ transaction, just before a full backup or a WAL switch: the counts and the list
+-- of relations describe the same snapshot the sentinel row is committed from.
+
+-- step: isolation
+SET TRANSACTION ISOLATION LEVEL REPEATABLE READ
+
+-- step: relations
+-- Every table, partitioned table, index and materialized view outside the system
+-- schemas: a restore must bring back exactly this list.
+SELECT n.nspname || '.' || c.relname AS name, c.relkind::text AS kind
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'i', 'I', 'm')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%'
+ORDER BY 1
+
+-- step: count
+-- {table} is a schema-qualified identifier composed with psycopg.sql.Identifier.
+SELECT count(*) FROM {table}
+
 -- step: insert
--- A sentinel row just before a full backup or a WAL switch (see pgops/roles.sql). Run
--- in its own transaction: its commit record carries a time after the caller's reading
--- of clock_timestamp(), so recovery to that time has a commit to stop at.
 INSERT INTO pgops.backup_sentinel (kind, token) VALUES (%(kind)s, %(token)s)
-RETURNING written_at
+RETURNING written_at, pg_catalog.pg_current_xact_id()::text
 
 -- step: trim
 -- Keep a bounded history: rows older than the PITR and full-backup windows are useless.

@@ -35,6 +35,7 @@ class WalPoint:
     timeline: int
     key: str = ""
     sentinel: str | None = None  # token of the sentinel row committed just after ``time``
+    sentinel_facts: dict | None = field(default=None, compare=False)  # see backup/sentinel.py
 
 
 @dataclass
@@ -75,7 +76,8 @@ def scan(repo: Repository) -> Inventory:
             try:
                 data = json.loads(repo.get_bytes(obj.key))
                 inv.points.append(WalPoint(datetime.fromisoformat(data["time"]), wal.parse_lsn(data["lsn"]),
-                                           int(data["timeline"]), obj.key, data.get("sentinel")))
+                                           int(data["timeline"]), obj.key, data.get("sentinel"),
+                                           data.get("sentinel_facts")))
             except (ValueError, KeyError, TypeError) as exc:
                 inv.problems.append(f"{obj.key} is unreadable: {exc}")
             continue

@@ -227,8 +227,10 @@ def ship_wal(config: PgopsConfig, repo: Repository, *, timeout_s: int = 1800) ->
         switch_time = conn.execute("SELECT pg_catalog.clock_timestamp()").fetchone()[0]
         # The sentinel commits after switch_time and before the switch: recovery to
         # switch_time always finds a commit to stop at (see backup/sentinel.py).
-        result.sentinel = f"wal-{switch_time.astimezone(timezone.utc):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(4)}"
-        write_sentinel(conn, "wal_switch", result.sentinel)
+        sentinel = write_sentinel(
+            conn, "wal_switch", f"wal-{switch_time.astimezone(timezone.utc):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(4)}",
+            config.restore_verification.count_tables)
+        result.sentinel = sentinel.token
         switch_lsn = wal.parse_lsn(conn.execute("SELECT pg_catalog.pg_switch_wal()::text").fetchone()[0])
         result.switched = switch_lsn % seg_size != 0
         endpos = -(-switch_lsn // seg_size) * seg_size  # the end of the switched segment
@@ -274,7 +276,8 @@ def ship_wal(config: PgopsConfig, repo: Repository, *, timeout_s: int = 1800) ->
         state = _slot_state(conn, slot)
     result.slot_retained_bytes = state.retained_bytes
     point = {"time": switch_time.astimezone(timezone.utc).isoformat(), "lsn": result.end_lsn,
-             "timeline": timeline, "shipped": result.shipped, "sentinel": result.sentinel}
+             "timeline": timeline, "shipped": result.shipped, "sentinel": result.sentinel,
+             "sentinel_facts": sentinel.to_json()}
     repo.put_bytes(f"{POINTS_DIR}{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{endpos:016X}.json",
                    json.dumps(point).encode())
     log.info("WAL shipping: %d shipped, %d already stored, up to %s on timeline %d; slot %s retains %s bytes",

@@ -31,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -251,7 +252,14 @@ def run_restore(
     now: datetime | None = None,
     verify_backup: bool = True,
     recovery_timeout_s: float = 24 * 3600,
+    server_settings: dict[str, str] | None = None,
+    before_start: Callable[[Path], None] | None = None,
+    on_planned: Callable[[RestorePlan], None] | None = None,
 ) -> RestoreResult:
+    """Restore ``request`` into ``target`` (see the module docstring). ``server_settings``
+    are written with the recovery settings; ``before_start`` may adjust the directory
+    (the restore test writes its own pg_hba.conf); ``on_planned`` sees the plan before
+    any download."""
     target = Path(target).absolute()
     opts = config.restore
     t0 = time.monotonic()
@@ -262,6 +270,8 @@ def run_restore(
     bindir = check_binaries(record.pg_version)
     check_free_space(target, plan)
     index = frame_index(repo, record)  # checked against backup.json before any data is fetched
+    if on_planned is not None:
+        on_planned(plan)
     log.info("%s", plan.describe())
     result = RestoreResult(record.id, str(target), plan.describe(), plan.recovery_settings,
                            record.raw_size, record.stored_size)
@@ -311,8 +321,11 @@ def run_restore(
                 extra["port"] = str(port)
             if socket_dir:
                 extra["unix_socket_directories"] = str(socket_dir)
+        extra.update(server_settings or {})
         write_recovery_settings(target, plan, wal_fetch_command(config.repository, config.encryption, spool,
                                                                 opts.wal_prefetch, opts.wal_fetch_retry_s), extra)
+        if before_start is not None:
+            before_start(target)
     except BaseException:
         _undo(target, existed)
         raise
