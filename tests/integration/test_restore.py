@@ -198,3 +198,27 @@ def test_a_missing_wal_segment_is_named_as_a_gap(chain):
             run_restore(config, repo, RestoreRequest(target_time=chain.times["after_T2"]), repo_copy / "restored")
     finally:
         shutil.rmtree(repo_copy, ignore_errors=True)
+
+
+def test_the_cli_restores_and_starts_with_airflow_down(chain):
+    """`pgops restore` as the on-call engineer runs it: a subprocess, no Airflow services."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    config_file = chain.base / "cli.yaml"
+    config_file.write_text(yaml.safe_dump({"repository": {"url": str(chain.repo.root)}}))
+    target = chain.base / "restored-cli"
+    proc = subprocess.run([sys.executable, "-m", "pgops", "--config", str(config_file), "restore", "--to", str(target),
+                           "--latest", "--start"], capture_output=True, text=True, timeout=600)
+    try:
+        assert proc.returncode == 0, proc.stderr
+        result = json.loads(proc.stdout)
+        assert chain.labels(target, result["port"]) == ["T1", "T2", "T3"]
+        assert "extracted" in proc.stderr and "recovery finished" in proc.stderr, "progress goes to stderr"
+    finally:
+        stop(target)
+    refused = subprocess.run([sys.executable, "-m", "pgops", "--config", str(config_file), "restore", "--to",
+                              str(target), "--latest"], capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 3 and "not empty" in refused.stderr
