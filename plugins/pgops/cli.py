@@ -163,6 +163,15 @@ def cmd_wal_fetch(args: argparse.Namespace) -> int:
     try:
         if walfetch.take_prefetched(args.name, dest, spool):
             return walfetch.FOUND
+        if args.repository and "://" not in args.repository and not args.encryption_key_conn_id:
+            # The common case during a local restore: no configuration or Airflow needed.
+            from pgops.repository.local import LocalRepository
+
+            local = LocalRepository(Path(args.repository))
+            found = walfetch.fetch_with_retries(
+                lambda: walfetch.fetch_wal(local, args.name, dest, spool=spool, prefetch=args.prefetch or 8),
+                300 if args.retry_seconds is None else args.retry_seconds)
+            return walfetch.FOUND if found else walfetch.NOT_FOUND
         from pgops.config import EncryptionConfig, RepositoryConfig
         from pgops.repository import open_repository
 

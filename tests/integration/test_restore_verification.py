@@ -78,6 +78,9 @@ def test_verification_passes_stores_evidence_and_leaves_nothing_behind(verified_
     assert {"download_extract", "verifybackup", "recovery", "checks", "teardown"} <= evidence["timings_s"].keys()
     assert evidence["rto_s"] > 0 and evidence["rpo"]["last_replayed_commit"]
     assert repo.get_bytes(json_key.replace(".json", ".md")).decode().startswith("# Restore verification")
+    from pgops.backup.verify import verify
+
+    assert verify(repo, full=True).problems == [], "evidence objects are part of the backup, not strays"
 
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session

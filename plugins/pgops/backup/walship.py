@@ -35,6 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from pgops.backup import catalog, wal
+from pgops.backup.walnames import HISTORY_DIR, POINTS_DIR, WAL_PREFIX, parse_wal_key, wal_dir, wal_key  # noqa: F401
 from pgops.backup.sentinel import write_sentinel
 from pgops.config import PgopsConfig
 from pgops.connections import get_connection
@@ -45,33 +46,9 @@ from pgops.repository.base import Repository
 
 log = logging.getLogger(__name__)
 
-WAL_PREFIX = "wal/"
-HISTORY_DIR = "wal/history/"
-POINTS_DIR = "wal/points/"
-
-
-def wal_dir(name: str) -> str:
-    if wal.is_history_name(name):
-        return HISTORY_DIR
-    return f"{WAL_PREFIX}{name[:16]}/"
-
-
-def wal_key(name: str, sha256: str) -> str:
-    return f"{wal_dir(name)}{name}-{sha256}.zst"
-
-
 def stored_versions(repo: Repository, name: str) -> list[str]:
     """Keys stored for WAL file ``name`` (normally zero or one)."""
     return [o.key for o in repo.list(f"{wal_dir(name)}{name}-")]
-
-
-def parse_wal_key(key: str) -> tuple[str, str]:
-    """``wal/…/<name>-<sha256>.zst`` → (name, sha256)."""
-    base = key.rsplit("/", 1)[-1].removesuffix(".zst")
-    name, _, digest = base.rpartition("-")
-    if not name or len(digest) != 64:
-        raise ValueError(f"not a stored WAL key: {key}")
-    return name, digest
 
 
 def ship_file(repo: Repository, path: Path, level: int = 3) -> tuple[str, bool]:

@@ -6,6 +6,15 @@ the S3 backend completes a multipart upload or aborts it.
 """
 
 from pgops.repository.base import ObjectInfo, Repository
-from pgops.repository.factory import open_repository
 
 __all__ = ["ObjectInfo", "Repository", "open_repository"]
+
+
+def __getattr__(name: str):
+    # open_repository needs the typed configuration (pydantic); loading it lazily keeps
+    # `pgops wal-fetch` on a local repository quick to start (it runs once per WAL file).
+    if name == "open_repository":
+        from pgops.repository.factory import open_repository
+
+        return open_repository
+    raise AttributeError(name)
