@@ -62,9 +62,9 @@ class RepositoryConfig(_Section):
         description="Airflow connection (type aws) for s3:// URLs; its extra may set endpoint_url.",
     )
     part_size_mib: int = Field(
-        32, ge=5, le=5120,
+        16, ge=5, le=5120,
         description="First multipart part size; doubles every 1,000 parts so streams of unknown "
-        "length fit S3's 10,000 parts (32 MiB: about 16 TiB). About three parts are held in memory.",
+        "length fit S3's 10,000 parts (16 MiB: about 12 TiB). About four parts are held in memory.",
     )
     sse: Literal["none", "AES256", "aws:kms"] = Field(
         "none", description="Server-side encryption of stored objects."

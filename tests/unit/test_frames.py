@@ -8,16 +8,16 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pgops.backup.frames import FrameCompressor, FrameIndex, decompress_frame, prefetch
+from pgops.backup.frames import FrameCompressor, FrameIndex, decompress_frame
 from pgops.errors import IntegrityError
 
 
 @settings(max_examples=25, deadline=None)
 @given(sizes=st.lists(st.integers(0, 300_000), min_size=0, max_size=12), workers=st.sampled_from([0, 1, 2, 3]))
 def test_frames_concatenate_to_the_input_and_index_every_frame(sizes, workers):
-    pieces = [os.urandom(n // 2) + b"\0" * (n - n // 2) for n in sizes]
+    pieces = [os.urandom(n // 2) + b"\0" * (n - n // 2) for n in sizes if n]
     fc = FrameCompressor(level=3, workers=workers)
-    stored = b"".join(fc.frames(prefetch(iter(pieces), depth=2)))
+    stored = b"".join(fc.frames(iter(pieces)))
     # The stored object is an ordinary multi-frame .zst, as `zstd -d` reads it.
     reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(stored), read_across_frames=True)
     assert reader.read() == b"".join(pieces)
@@ -37,30 +37,56 @@ def test_a_damaged_frame_is_refused():
         decompress_frame(damaged, fc.index.frames[0].sha256, 1000)
 
 
-def test_prefetch_reraises_the_producers_error():
-    def producer():
-        yield b"a"
-        raise OSError("pipe broke")
-
-    with pytest.raises(OSError, match="pipe broke"):
-        list(prefetch(producer()))
-
-
-def test_prefetch_reader_does_not_hang_when_the_consumer_stops_early():
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_each_piece_is_read_once_in_order_and_compressed_in_order(workers):
     import threading
 
-    def producer():  # fills the one-slot queue, then fails: its error must not block forever
-        yield b"a"
-        yield b"b"
-        raise OSError("pipe broke")
+    pieces = [bytes([i]) * (1000 + i) for i in range(40)]
+    readers = set()
+    it = iter(pieces)
 
-    before = threading.active_count()
-    gen = prefetch(producer(), depth=1)
-    next(gen)
-    gen.close()  # the consumer failed and went away with the queue full
+    def read_piece() -> bytes:
+        readers.add(threading.current_thread().name)
+        return next(it, b"")
+
+    fc = FrameCompressor(level=3, workers=workers)
+    frames = list(fc.frames_from(read_piece))
+    assert [zstandard.ZstdDecompressor().decompress(f) for f in frames] == pieces
+    assert next(it, None) is None
+    if workers > 1:  # the workers read what they compress: no reader thread
+        assert all(name.startswith("zstd") for name in readers)
+
+
+def test_the_readers_error_reraises_and_nothing_more_is_read():
+    calls = []
+
+    def read_piece() -> bytes:
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError("pipe broke")
+        return b"x" * 1000
+
+    with pytest.raises(OSError, match="pipe broke"):
+        list(FrameCompressor(level=3, workers=2).frames_from(read_piece))
+    assert len(calls) == 3
+
+
+def test_workers_stop_when_the_consumer_stops_early():
+    import threading
     import time
 
+    before = threading.active_count()
+    read = []
+
+    def read_piece() -> bytes:  # an endless stream
+        read.append(1)
+        return b"y" * 1000
+
+    gen = FrameCompressor(level=3, workers=2).frames_from(read_piece)
+    next(gen)
+    gen.close()  # the consumer (the repository upload) failed and went away
     deadline = time.monotonic() + 5
     while threading.active_count() > before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert threading.active_count() == before
+    assert len(read) <= 4  # the frame taken, plus at most workers + 1 read ahead

@@ -2,7 +2,7 @@
 
 ``pg_basebackup -D - -Ft -X fetch`` writes one tar stream (data files, the WAL needed
 to make them consistent, and ``backup_manifest`` at the end) to its stdout. pgops reads
-it in 8 MiB pieces, watches the tar headers go by (:mod:`.tarscan`), compresses the
+it in 4 MiB pieces, watches the tar headers go by (:mod:`.tarscan`), compresses the
 pieces into zstd frames on ``compression_workers`` threads (:mod:`.frames`) and streams
 the frames to the repository. Nothing is staged on local disk; memory is bounded by a
 few pieces. Only when pg_basebackup has exited 0, the stream ended with a manifest and
@@ -18,19 +18,20 @@ import collections
 import json
 import logging
 import os
+import shutil
 import signal
 import struct
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from pgops import __version__
 from pgops.backup import catalog, wal
-from pgops.backup.frames import FRAME_RAW_SIZE, FrameCompressor, enlarge_pipe, prefetch, read_pieces
+from pgops.backup.frames import FRAME_RAW_SIZE, FrameCompressor, enlarge_pipe
 from pgops.backup.tarscan import TarScanner
 from pgops.config import PgopsConfig
 from pgops.connections import ConnectionInfo, get_connection
@@ -69,6 +70,19 @@ def basebackup_argv(
     if max_rate:
         argv += ["--max-rate", max_rate]
     return argv
+
+
+def with_buffered_stdout(argv: list[str]) -> list[str]:
+    """``argv`` run with a 1 MiB stdout buffer, through coreutils' ``stdbuf`` when it is
+    installed (``argv`` unchanged otherwise).
+
+    pg_basebackup writes its tar stream with stdio in 16 KiB writes: 100,000 pipe writes
+    and as many reader wake-ups for 1.5 GB. Writes of 1 MiB (the pipe's size) cut the CPU
+    both ends of the pipe spend on it by about 40% (measured: 1.0 s less per 1.5 GB on
+    2 vCPUs). ``stdbuf`` execs the program, so its pid and exit status are unchanged.
+    """
+    stdbuf = shutil.which("stdbuf")
+    return [stdbuf, "--output=1M", *argv] if stdbuf else argv
 
 
 def parse_backup_label(text: str) -> dict[str, str]:
@@ -137,27 +151,30 @@ class _Stderr:
         return "\n".join(self.lines)
 
 
-def server_identity(config: PgopsConfig) -> tuple[str, str, int]:
-    """(system identifier, major version, server_version_num), read as the backup role."""
-    from pgops.postgres.session import connect
-
-    with connect(config.database.backup_conn_id, config.database, job="full_backup") as conn:
-        sysid, version_num = conn.execute(
-            "SELECT system_identifier::text, current_setting('server_version_num')::int"
-            " FROM pg_catalog.pg_control_system()"
-        ).fetchone()
+def server_identity(conn) -> tuple[str, str, int]:
+    """(system identifier, major version, server_version_num) of the server ``conn`` is on."""
+    sysid, version_num = conn.execute(
+        "SELECT system_identifier::text, current_setting('server_version_num')::int"
+        " FROM pg_catalog.pg_control_system()"
+    ).fetchone()
     return sysid, str(version_num // 10000), version_num
 
 
-def ensure_chain_start(config: PgopsConfig) -> None:
-    """Make sure pgops' replication slot exists before the backup starts, so every WAL
-    segment from the backup's start on is kept for WAL shipping: the backup starts a
-    gap-free chain."""
+def prepare(config: PgopsConfig, repo: Repository) -> tuple[str, str, int, Path]:
+    """Checks and set-up before any work, in one session as the backup role: the server's
+    identity, the repository reachable and holding this system's backups, the matching
+    pg_basebackup, and pgops' replication slot, created before the backup starts so every
+    WAL segment from the backup's start on is kept for WAL shipping (the backup starts a
+    gap-free chain). Returns (system identifier, major version, server_version_num, bindir)."""
     from pgops.backup.walship import ensure_slot
     from pgops.postgres.session import connect
 
     with connect(config.database.backup_conn_id, config.database, job="full_backup") as conn:
+        sysid, major, version_num = server_identity(conn)
+        catalog.check_identity(repo, sysid, major)  # the repository is reachable and ours, before any work
+        bindir = find_bindir(int(major))
         ensure_slot(conn, config.backup.slot_name)
+    return sysid, major, version_num, bindir
 
 
 def new_backup_id(now: datetime) -> str:
@@ -172,10 +189,7 @@ def run_full_backup(
 ) -> catalog.BackupRecord:
     """Take one full backup into ``repo``; returns its committed metadata."""
     conn = get_connection(config.database.backup_conn_id)
-    sysid, major, version_num = server_identity(config)
-    catalog.check_identity(repo, sysid, major)  # the repository is reachable and ours, before any work
-    bindir = find_bindir(int(major))
-    ensure_chain_start(config)
+    sysid, major, version_num, bindir = prepare(config, repo)
 
     started = clock()
     backup_id = new_backup_id(started)
@@ -189,33 +203,39 @@ def run_full_backup(
              backup_id, conn.host, conn.port, config.backup.checkpoint, config.backup.compression_level,
              config.backup.compression_workers, repo.location)
     t0 = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(with_buffered_stdout(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            stdin=subprocess.DEVNULL)
     enlarge_pipe(proc.stdout)
     stderr = _Stderr(proc.stderr)
     scanner = TarScanner(WATCHED)
     compressor = FrameCompressor(config.backup.compression_level, config.backup.compression_workers)
 
-    def pieces() -> Iterator[bytes]:
-        read = 0
-        last_report = time.monotonic()
-        for piece in read_pieces(proc.stdout, FRAME_RAW_SIZE):
+    progress = {"read": 0, "reported": time.monotonic()}
+
+    def read_piece() -> bytes:
+        """The next piece of the stream (called by the compression workers, in turn);
+        at its end, b"" once pg_basebackup has exited 0 after a complete tar stream."""
+        piece = proc.stdout.read(FRAME_RAW_SIZE)
+        if piece:
             scanner.feed(piece)
-            read += len(piece)
-            if time.monotonic() - last_report >= PROGRESS_EVERY_S:
-                last_report = time.monotonic()
-                elapsed = last_report - t0
+            progress["read"] += len(piece)
+            now = time.monotonic()
+            if now - progress["reported"] >= PROGRESS_EVERY_S:
+                progress["reported"] = now
+                read_mib, elapsed = progress["read"] / 2**20, now - t0
                 log.info("full backup %s: %.0f MiB read in %.0fs (%.1f MiB/s)",
-                         backup_id, read / 2**20, elapsed, read / 2**20 / max(elapsed, 1e-9))
-            yield piece
+                         backup_id, read_mib, elapsed, read_mib / max(elapsed, 1e-9))
+            return piece
         rc = proc.wait()
         if rc != 0:
             raise TransientError(f"pg_basebackup exited with status {rc}:\n{stderr.tail()}")
         if not scanner.ended:
             raise IntegrityError("pg_basebackup's tar stream ended without its end-of-archive marker")
+        return b""
 
     data_key = catalog.backup_key(backup_id, "data.tar.zst")
     try:
-        data = repo.put_stream(data_key, compressor.frames(prefetch(pieces())))
+        data = repo.put_stream(data_key, compressor.frames_from(read_piece))
     except BaseException:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

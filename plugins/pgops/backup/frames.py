@@ -1,13 +1,17 @@
 """Framed zstd: a stream cut into independently compressed frames, with an index.
 
-The backup stream is cut into fixed-size raw pieces (8 MiB); each is compressed as its
+The backup stream is cut into fixed-size raw pieces (4 MiB); each is compressed as its
 own zstd frame, in parallel on ``workers`` threads (zstd releases the GIL), and the
 frames are written in order, so the stored object is an ordinary ``.zst`` file that
 ``zstd -d`` reads whole. The index (raw and stored size of each frame, and the sha256
 of each stored frame) lets a restore fetch and decompress frames in parallel and
 verify each one before it is used.
 
-Memory stays bounded: at most ``workers + 2`` raw pieces and their frames are alive.
+Memory stays bounded: at most ``workers + 1`` raw pieces and their frames are alive.
+Each worker reads the piece it compresses (:meth:`FrameCompressor.frames_from`): a
+piece goes from the pipe to zstd while it is still in the CPU's cache. Pieces of 4 MiB
+measured cheaper than 8 MiB (fewer cache misses, less memory) and keep the index small
+(about 25 MB of JSON per TiB).
 """
 
 from __future__ import annotations
@@ -15,11 +19,11 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-FRAME_RAW_SIZE = 8 * 1024 * 1024
+FRAME_RAW_SIZE = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -53,61 +57,6 @@ class FrameIndex:
         if data.get("version") != 1:
             raise ValueError(f"unknown frame index version {data.get('version')!r}")
         return cls([Frame(*row) for row in data["frames"]])
-
-
-def read_pieces(stream, size: int = FRAME_RAW_SIZE) -> Iterator[bytes]:
-    """Fixed-size pieces of a binary stream (the last may be shorter)."""
-    while True:
-        piece = stream.read(size)
-        if not piece:
-            return
-        yield piece
-
-
-def prefetch(pieces: Iterable[bytes], depth: int = 4) -> Iterator[bytes]:
-    """Run ``pieces`` in a reader thread, ``depth`` pieces ahead of the consumer.
-
-    A producer process writing into a pipe stalls whenever nobody reads; while the
-    consumer waits for compression, this thread keeps the pipe drained. Exceptions in
-    the reader re-raise in the consumer; memory stays at ``depth`` pieces.
-    """
-    import queue
-
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-    stop = threading.Event()
-
-    def hand_over(item: object) -> bool:
-        """Queue ``item`` unless the consumer has gone (then never block on a full queue)."""
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.5)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def run() -> None:
-        try:
-            for piece in pieces:
-                if not hand_over(piece):
-                    return
-            hand_over(done)
-        except BaseException as exc:  # handed over to the consumer, which re-raises it
-            hand_over(exc)
-
-    thread = threading.Thread(target=run, name="pipe-reader", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
 
 
 def enlarge_pipe(fileobj, size: int = 1 << 20) -> None:
@@ -145,20 +94,65 @@ class FrameCompressor:
         return frame
 
     def frames(self, pieces: Iterable[bytes]) -> Iterator[bytes]:
+        """Frames of ``pieces``, in order (empty pieces are skipped)."""
+        it = iter(pieces)
+
+        def read_piece() -> bytes:
+            for piece in it:
+                if piece:
+                    return piece
+            return b""
+
+        return self.frames_from(read_piece)
+
+    def frames_from(self, read_piece: Callable[[], bytes]) -> Iterator[bytes]:
+        """Frames of the pieces ``read_piece()`` returns until it returns ``b""``, in order.
+
+        Each worker calls ``read_piece`` itself, in turn (piece n is read by the task
+        for frame n, after piece n - 1), then compresses what it read: the piece is
+        still in the CPU's cache, and no separate reader thread or queue holds more
+        pieces. While one worker compresses, the next one reads, so a producer writing
+        into a pipe is drained. An exception from ``read_piece`` re-raises here, and
+        no later piece is read.
+        """
         if self.workers <= 1:
-            for raw in pieces:
+            while raw := read_piece():
                 yield self._record(self._compress(raw))
             return
+        turn = threading.Condition()
+        state = {"next": 0, "done": False}
+
+        def task(seq: int) -> tuple[int, bytes, str] | None:
+            with turn:
+                while state["next"] != seq:
+                    turn.wait()
+                try:
+                    raw = b"" if state["done"] else read_piece()
+                    if not raw:
+                        state["done"] = True
+                except BaseException:
+                    state["done"] = True
+                    raise
+                finally:
+                    state["next"] += 1
+                    turn.notify_all()
+            return self._compress(raw) if raw else None
+
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="zstd") as pool:
-            pending: deque = deque()
+            pending: deque[Future] = deque()
+            submitted = 0
             try:
-                for raw in pieces:
-                    pending.append(pool.submit(self._compress, raw))
-                    while len(pending) > self.workers + 1 or (pending and pending[0].done()):
-                        yield self._record(pending.popleft().result())
-                while pending:
-                    yield self._record(pending.popleft().result())
+                while True:
+                    # One task more than workers: the next read starts as soon as a worker is free.
+                    while len(pending) <= self.workers:
+                        pending.append(pool.submit(task, submitted))
+                        submitted += 1
+                    result = pending.popleft().result()
+                    if result is None:
+                        return
+                    yield self._record(result)
             finally:
+                state["done"] = True  # no lock: a task may hold it, blocked in read_piece
                 for fut in pending:
                     fut.cancel()
 

@@ -4,9 +4,10 @@ S3's limits shape this module:
 
 * a multipart upload has at most 10,000 parts of 5 MiB to 5 GiB. Streams of unknown
   length start at the configured part size and double it every 1,000 parts, so with
-  the default 32 MiB the 10,000 parts hold about 16 TiB (more than 1 TB needs no
+  the default 16 MiB the 10,000 parts hold about 12 TiB (more than 1 TB needs no
   knowledge of the length up front). At most two parts are in flight while the next
-  one fills, so memory stays near three part sizes;
+  one fills, and a part is built with one copy of exactly its size, so memory stays
+  near four part sizes;
 * a failed upload is aborted, so no orphaned parts stay billed; objects smaller than
   one part are a single PUT. Either way the object appears whole or not at all;
 * DeleteObjects takes at most 1,000 keys and may succeed partially: every per-key
@@ -79,7 +80,7 @@ class S3Repository(Repository):
         bucket: str,
         prefix: str = "",
         *,
-        part_size: int = 32 * 1024 * 1024,
+        part_size: int = 16 * 1024 * 1024,
         sse: str = "none",
         sse_kms_key_id: str | None = None,
     ) -> None:
@@ -109,7 +110,7 @@ class S3Repository(Repository):
         full = self._key(key)
         digest = hashlib.sha256()
         size = 0
-        pending: list[bytes] = []  # chunks of the part being filled, joined once when it is full
+        pending: list[memoryview] = []  # chunks of the part being filled, joined once when it is full
         pending_size = 0
         upload_id: str | None = None
         parts: list[Future] = []
@@ -118,18 +119,28 @@ class S3Repository(Repository):
         part_number = 0
 
         def take(n: int) -> bytes:
-            """The first n pending bytes as one buffer (one copy), the rest kept pending."""
+            """The first n pending bytes as one buffer: one copy of exactly n bytes. The
+            chunk that straddles the cut stays pending as a view of its tail (no copy),
+            and no other chunk is referenced once the part is built."""
             nonlocal pending, pending_size
-            joined = b"".join(pending)
-            pending = [joined[n:]] if len(joined) > n else []
-            pending_size = len(joined) - n if len(joined) > n else 0
-            return joined[:n] if len(joined) > n else joined
+            views, got = [], 0
+            while got < n:
+                view = pending.pop(0)
+                if got + len(view) > n:
+                    pending.insert(0, view[n - got:])
+                    view = view[:n - got]
+                views.append(view)
+                got += len(view)
+            pending_size -= got
+            body = b"".join(views)
+            views.clear()
+            return body
 
         try:
             for chunk in chunks:
                 digest.update(chunk)
                 size += len(chunk)
-                pending.append(chunk)
+                pending.append(memoryview(chunk))
                 pending_size += len(chunk)
                 while pending_size >= part_size_for(part_number + 1, self.part_size):
                     if upload_id is None:
