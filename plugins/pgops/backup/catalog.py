@@ -23,10 +23,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from pgops.backup.walnames import IDENTITY_KEY  # noqa: F401  (re-exported: the catalog's key)
 from pgops.errors import IntegrityError, NotFound, UnsafeOperation
 from pgops.repository.base import Repository
 
-IDENTITY_KEY = "pgops.repository.json"
 BACKUPS = "backups/"
 MARKER = "backup.json"
 FORMAT = 1

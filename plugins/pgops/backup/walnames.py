@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from pgops.backup import wal
 
+#: the repository's identity document (see backup/catalog.py); here so wal-fetch can
+#: tell "no such file" from "no such repository" without loading the catalog models
+IDENTITY_KEY = "pgops.repository.json"
 WAL_PREFIX = "wal/"
 HISTORY_DIR = "wal/history/"
 POINTS_DIR = "wal/points/"

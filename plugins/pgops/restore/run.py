@@ -310,7 +310,9 @@ def run_restore(
             log.info("pg_verifybackup: the restored files match the backup manifest (%.1fs)",
                      result.timings_s["verifybackup"])
         spool = target / "pg_wal" / SPOOL_NAME
-        extra: dict[str, str] = {}
+        # pgops flushed the file system already; without this the server fsyncs every
+        # file again at start-up, one by one (2.7 s of a 5 s recovery at 320 MB, measured).
+        extra: dict[str, str] = {"recovery_init_sync_method": "syncfs"}
         if start:
             result.port = port or free_port()
             extra["port"] = str(result.port)

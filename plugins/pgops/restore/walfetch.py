@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pgops.backup import wal
-from pgops.backup.walnames import HISTORY_DIR, parse_wal_key, wal_dir
+from pgops.backup.walnames import HISTORY_DIR, IDENTITY_KEY, parse_wal_key, wal_dir
 from pgops.errors import ConfigError, IntegrityError, NotFound, TransientError
 from pgops.repository.base import Repository
 
@@ -111,8 +111,6 @@ def fetch_wal(repo: Repository, name: str, dest: Path, *, spool: Path | None = N
     if key is None:
         # "Not found" ends recovery, so it must mean this repository lacks the file, not
         # that the URL points at nothing (a typo, an unmounted disk, a wrong bucket).
-        from pgops.backup.catalog import IDENTITY_KEY
-
         if not repo.exists(IDENTITY_KEY):
             raise ConfigError(f"{repo.location} is not a pgops repository (no {IDENTITY_KEY}): check --repository")
         log.info("wal-fetch: %s is not in %s", name, repo.location)
