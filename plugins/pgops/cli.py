@@ -169,7 +169,8 @@ def cmd_wal_fetch(args: argparse.Namespace) -> int:
 
             local = LocalRepository(Path(args.repository))
             found = walfetch.fetch_with_retries(
-                lambda: walfetch.fetch_wal(local, args.name, dest, spool=spool, prefetch=args.prefetch or 8),
+                lambda: walfetch.fetch_wal(local, args.name, dest, spool=spool, prefetch=args.prefetch or 8,
+                                           expect_until=args.expect_until),
                 300 if args.retry_seconds is None else args.retry_seconds)
             return walfetch.FOUND if found else walfetch.NOT_FOUND
         from pgops.config import EncryptionConfig, RepositoryConfig
@@ -189,7 +190,7 @@ def cmd_wal_fetch(args: argparse.Namespace) -> int:
         prefetch = 8 if prefetch is None else prefetch
         found = walfetch.fetch_with_retries(
             lambda: walfetch.fetch_wal(open_repository(repo_cfg, enc), args.name, dest, spool=spool,
-                                       prefetch=prefetch), retry_s)
+                                       prefetch=prefetch, expect_until=args.expect_until), retry_s)
     except PgopsError as exc:
         print(f"pgops wal-fetch: {args.name}: {type(exc).__name__}: {exc}; stopping recovery (exit 255) rather "
               "than ending it early", file=sys.stderr)
@@ -275,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     wf.add_argument("--spool", metavar="DIR", help="prefetch directory (prefetching is off without it)")
     wf.add_argument("--prefetch", type=int, metavar="N", help="segments to fetch per call, this one included")
     wf.add_argument("--retry-seconds", type=int, metavar="S", help="retry transient errors this long")
+    wf.add_argument("--expect-until", metavar="SEGMENT",
+                    help="segments up to this one must exist: missing is an error (255), not the end (1)")
     wf.set_defaults(func=cmd_wal_fetch, needs_airflow=False)
 
     pre = sub.add_parser("preflight", help="check that the database is set up for pgops (as the monitoring role)")

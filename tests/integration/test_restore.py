@@ -222,3 +222,29 @@ def test_the_cli_restores_and_starts_with_airflow_down(chain):
     refused = subprocess.run([sys.executable, "-m", "pgops", "--config", str(config_file), "restore", "--to",
                               str(target), "--latest"], capture_output=True, text=True, timeout=600)
     assert refused.returncode == 3 and "not empty" in refused.stderr
+
+
+def test_a_segment_lost_after_planning_stops_recovery_instead_of_ending_it(chain):
+    """The catalog was whole when the restore was planned; then a segment vanished. wal-fetch
+    must stop recovery (FATAL), not report the end of the archive and promote early."""
+    from pgops.postgres.cluster import find_bindir, free_port
+    from pgops.restore.run import start_and_wait
+
+    repo_copy = shared_tempdir("pgops-restore-lost-")
+    try:
+        shutil.copytree(chain.repo.root, repo_copy / "repo")
+        repo = LocalRepository(repo_copy / "repo")
+        config = parse_config({"repository": {"url": str(repo_copy / "repo")}})
+        target = repo_copy / "restored"
+        result = run_restore(config, repo, RestoreRequest(latest=True), target, port=free_port(), socket_dir=target)
+        stop_segment = catalog.read_catalog(repo)[-1].record.stop_wal_segment
+        after = sorted(o.key for o in repo.list("wal/0") if o.key.split("/")[-1][:24] > stop_segment)
+        (repo.root / after[0]).unlink()
+        with pytest.raises(IntegrityError, match="stopped during recovery"):
+            start_and_wait(find_bindir(), target, target / "log" / "pgops-restore.log", timeout_s=300)
+        log_text = (target / "log" / "pgops-restore.log").read_text()
+        assert "selected new timeline ID" not in log_text and (target / "recovery.signal").exists()
+        assert result.backup_id
+    finally:
+        stop(repo_copy / "restored")
+        shutil.rmtree(repo_copy, ignore_errors=True)

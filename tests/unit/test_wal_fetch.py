@@ -122,3 +122,14 @@ def test_cli_exit_codes_follow_the_restore_command_contract(archive, tmp_path):
     wrong = run_cli("--repository", str(tmp_path / "no-such-repo"), name, "x", cwd=tmp_path)
     assert wrong.returncode == 255, wrong.stderr
     assert "not a pgops repository" in wrong.stderr and "stopping recovery" in wrong.stderr
+
+
+def test_a_segment_the_plan_counted_on_is_required_not_the_end(archive, tmp_path):
+    repo, _ = archive
+    name = wal.Segment(1, 3).name
+    key = next(o.key for o in repo.list("wal/") if name in o.key)
+    (repo.root / key).unlink()  # pruned or deleted after the restore was planned
+    with pytest.raises(IntegrityError, match="planned with WAL up to"):
+        walfetch.fetch_wal(repo, name, tmp_path / "x", expect_until=wal.Segment(1, 5).name)
+    # beyond the planned end, absence is the normal end of the archive
+    assert walfetch.fetch_wal(repo, wal.Segment(1, 6).name, tmp_path / "x", expect_until=wal.Segment(1, 5).name) is False

@@ -72,6 +72,9 @@ class RestorePlan:
     expected_until: datetime
     #: WAL segments expected to be replayed after the backup's own
     wal_segments: int
+    #: the last segment of the gap-free WAL after the backup: wal-fetch treats any
+    #: segment up to it as required (missing = stop recovery, never "end of archive")
+    wal_until_segment: str | None = None
 
     def describe(self) -> str:
         target = ", ".join(f"{k} = {v!r}" for k, v in self.recovery_settings.items())
@@ -147,7 +150,8 @@ def plan_restore(inv: Inventory, request: RestoreRequest, now: datetime) -> Rest
                 f"at the gap without saying so. Restore with --target-time {until} (the newest point before "
                 "the gap) if that is acceptable, after `pgops backups verify` names the missing segments")
         until = datetime.fromisoformat(windows[rec.id]["recoverable_until"])
-        return RestorePlan(rec, "latest", settings("latest", rec), until, n_segments(rec, wal_end(rec)))
+        return RestorePlan(rec, "latest", settings("latest", rec), until, n_segments(rec, wal_end(rec)),
+                           windows[rec.id]["wal_shipped_until_segment"])
 
     if request.target_time is not None:
         target = request.target_time
@@ -160,7 +164,7 @@ def plan_restore(inv: Inventory, request: RestoreRequest, now: datetime) -> Rest
             _refuse_window(target.isoformat(), candidates, windows, gap_after, "time")
         rec = max(fits, key=lambda r: (r.stop_time, r.id))
         return RestorePlan(rec, "time", settings("time", rec, _pg_time(target)), target,
-                           n_segments(rec, wal_end(rec)))
+                           n_segments(rec, wal_end(rec)), windows[rec.id]["wal_shipped_until_segment"])
 
     if request.target_lsn is not None:
         lsn = wal.parse_lsn(request.target_lsn)
@@ -170,7 +174,7 @@ def plan_restore(inv: Inventory, request: RestoreRequest, now: datetime) -> Rest
             _refuse_window(request.target_lsn, candidates, windows, gap_after, "lsn")
         rec = max(fits, key=lambda r: (wal.parse_lsn(r.stop_lsn), r.id))
         return RestorePlan(rec, "lsn", settings("lsn", rec, wal.format_lsn(lsn)), rec.stop_time,
-                           n_segments(rec, lsn + 1))
+                           n_segments(rec, lsn + 1), windows[rec.id]["wal_shipped_until_segment"])
 
     assert chosen is not None
     return RestorePlan(chosen, "immediate", settings("immediate", chosen), chosen.stop_time, 0)

@@ -110,11 +110,13 @@ def check_free_space(target: Path, plan: RestorePlan, segment_size: int = wal.DE
 
 # -- the recovery configuration -------------------------------------------------------------
 def wal_fetch_command(repo_cfg: RepositoryConfig, encryption: EncryptionConfig | None, spool: Path,
-                      prefetch: int, retry_s: int) -> str:
+                      prefetch: int, retry_s: int, expect_until: str | None = None) -> str:
     """The ``restore_command``: this same pgops, told exactly which repository to read."""
     url = repo_cfg.url if repo_cfg.scheme == "s3" else str(repo_cfg.local_path().resolve())
     argv = [sys.executable, "-m", "pgops", "wal-fetch", "--repository", url, "--spool", str(spool),
             "--prefetch", str(prefetch), "--retry-seconds", str(retry_s)]
+    if expect_until:
+        argv += ["--expect-until", expect_until]
     if repo_cfg.scheme == "s3":
         argv += ["--aws-conn-id", repo_cfg.aws_conn_id]
     if encryption is not None and encryption.enabled:
@@ -325,7 +327,8 @@ def run_restore(
                 extra["unix_socket_directories"] = str(socket_dir)
         extra.update(server_settings or {})
         write_recovery_settings(target, plan, wal_fetch_command(config.repository, config.encryption, spool,
-                                                                opts.wal_prefetch, opts.wal_fetch_retry_s), extra)
+                                                                opts.wal_prefetch, opts.wal_fetch_retry_s,
+                                                                plan.wal_until_segment), extra)
         if before_start is not None:
             before_start(target)
     except BaseException:

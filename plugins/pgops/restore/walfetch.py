@@ -101,8 +101,13 @@ def _listing(repo: Repository, name: str) -> dict[str, str]:
 
 
 def fetch_wal(repo: Repository, name: str, dest: Path, *, spool: Path | None = None, prefetch: int = 8,
-              segment_size: int = wal.DEFAULT_SEGMENT_SIZE) -> bool:
-    """Put WAL file ``name`` at ``dest``; False when the repository has no such file."""
+              segment_size: int = wal.DEFAULT_SEGMENT_SIZE, expect_until: str | None = None) -> bool:
+    """Put WAL file ``name`` at ``dest``; False when the repository has no such file.
+
+    ``expect_until`` (the restore plan's last gap-free segment): a segment up to it on
+    its timeline was in the repository when the restore was planned, so its absence now
+    (pruned meanwhile, deleted, damaged) is an error, never the end of the archive.
+    """
     if take_prefetched(name, dest, spool):
         log.info("wal-fetch: %s from the prefetch spool", name)
         return True
@@ -113,6 +118,12 @@ def fetch_wal(repo: Repository, name: str, dest: Path, *, spool: Path | None = N
         # that the URL points at nothing (a typo, an unmounted disk, a wrong bucket).
         if not repo.exists(IDENTITY_KEY):
             raise ConfigError(f"{repo.location} is not a pgops repository (no {IDENTITY_KEY}): check --repository")
+        if expect_until and wal.is_segment_name(name):
+            seg, last = wal.parse_segment(name, segment_size), wal.parse_segment(expect_until, segment_size)
+            if seg.timeline == last.timeline and seg.number <= last.number:
+                raise IntegrityError(f"{name} is missing from {repo.location}, but the restore was planned with "
+                                     f"WAL up to {expect_until}: it disappeared (pruned or deleted?). Stopping "
+                                     "recovery rather than ending it at a gap")
         log.info("wal-fetch: %s is not in %s", name, repo.location)
         return False
     ahead: list[tuple[str, str]] = []
