@@ -131,6 +131,10 @@ def test_restore_of_a_backup_alone_stops_at_its_consistent_point(chain):
     target, result = chain.restore(RestoreRequest(backup_id=backup_id), "restored-immediate")
     try:
         assert chain.labels(target, result.port) == ["T1"]
+        with connect_params({"host": str(target), "port": result.port, "user": "postgres", "dbname": "fixia"},
+                            application_name="pgops:test", statement_timeout_s=30) as conn:
+            kinds = {r[0] for r in conn.execute("SELECT kind || ':' || token FROM pgops.backup_sentinel")}
+        assert kinds == {f"full_backup:backup-{backup_id}"}, "the backup's own sentinel, and nothing shipped later"
     finally:
         stop(target)
 

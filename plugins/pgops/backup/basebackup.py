@@ -177,6 +177,16 @@ def prepare(config: PgopsConfig, repo: Repository) -> tuple[str, str, int, Path]
     return sysid, major, version_num, bindir
 
 
+def write_backup_sentinel(config: PgopsConfig, backup_id: str):
+    """The sentinel row committed just before the backup starts: every restore of this
+    backup must contain it (see backup/sentinel.py)."""
+    from pgops.backup.sentinel import write_sentinel
+    from pgops.postgres.session import connect
+
+    with connect(config.database.backup_conn_id, config.database, job="full_backup") as conn:
+        return write_sentinel(conn, "full_backup", f"backup-{backup_id}", config.restore_verification.count_tables)
+
+
 def new_backup_id(now: datetime) -> str:
     return now.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
@@ -195,6 +205,7 @@ def run_full_backup(
     backup_id = new_backup_id(started)
     if repo.list(catalog.backup_prefix(backup_id)):
         raise UnsafeOperation(f"backup {backup_id} already has objects in {repo.location}; refusing to overwrite")
+    sentinel = write_backup_sentinel(config, backup_id)
     label = f"pgops {backup_id}"
     argv = basebackup_argv(bindir, conn, label=label, checkpoint=config.backup.checkpoint,
                            max_rate=config.backup.max_rate)
@@ -277,6 +288,7 @@ def run_full_backup(
         },
         encryption_key_id=getattr(repo, "key_id", None),
         pgops_version=__version__,
+        sentinel=sentinel.to_json(),
     )
     repo.put_bytes(catalog.backup_key(backup_id, catalog.MARKER), record.to_json())  # the commit marker, last
     elapsed = time.monotonic() - t0

@@ -74,6 +74,8 @@ class BackupRecord(BaseModel):
     encryption_key_id: str | None = None
     objects: dict[str, StoredObject]
     pgops_version: str
+    #: the sentinel committed just before the backup started (backup/sentinel.py)
+    sentinel: dict | None = None
 
     def to_json(self) -> bytes:
         return (json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n").encode()

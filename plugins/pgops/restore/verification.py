@@ -125,6 +125,8 @@ def expected_sentinel(inv: Inventory, plan: RestorePlan) -> tuple[Sentinel | Non
     else:
         return None, False
     before = [s for _, s in candidates if s.written_at < limit]
+    if rec.sentinel:  # committed before this backup started: always in a restore of it
+        before.append(Sentinel.from_json(rec.sentinel))
     return (max(before, key=lambda s: s.written_at), False) if before else (None, False)
 
 
