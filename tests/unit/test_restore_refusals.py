@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from collections import namedtuple
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -44,3 +45,22 @@ def test_target_directory_rules(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(UnsafeOperation, match="not a directory"):
         check_target_dir(tmp_path / "file")
+
+
+def test_a_directory_the_postgres_user_cannot_reach_is_refused(tmp_path):
+    import os
+
+    from pgops.restore.run import check_server_user_access
+
+    if os.geteuid() != 0:
+        pytest.skip("only root hands the server to the postgres OS user")
+    import tempfile
+
+    private = Path(tempfile.mkdtemp(prefix="pgops-private-"))  # 0700, owned by root
+    try:
+        with pytest.raises(ConfigError, match="postgres OS user cannot enter"):
+            check_server_user_access(private / "restored")
+        private.chmod(0o755)
+        check_server_user_access(private / "restored")
+    finally:
+        shutil.rmtree(private)

@@ -84,6 +84,19 @@ def check_target_dir(target: Path) -> bool:
     return False
 
 
+def check_server_user_access(target: Path) -> None:
+    """Run as root, the server (and its restore_command) run as the postgres OS user,
+    which must be able to reach the target directory."""
+    if os.geteuid() != 0:
+        return
+    probe = target
+    while not probe.exists():
+        probe = probe.parent
+    if subprocess.run(as_server_user(["test", "-x", str(probe)]), capture_output=True, check=False).returncode != 0:
+        raise ConfigError(f"the postgres OS user cannot enter {probe} (check the permissions of it and its "
+                          "parents): the restored server runs as that user. Choose a directory it can reach")
+
+
 def check_binaries(major: str) -> Path:
     """The local server binaries must be the backup's major version."""
     bindir = find_bindir(int(major))
@@ -269,6 +282,7 @@ def run_restore(
     plan = plan_restore(inv, request, now or datetime.now(timezone.utc))
     record = plan.record
     existed = check_target_dir(target)
+    check_server_user_access(target)
     bindir = check_binaries(record.pg_version)
     check_free_space(target, plan)
     index = frame_index(repo, record)  # checked against backup.json before any data is fetched
