@@ -13,6 +13,9 @@ not counted):
 Target: pgops <= 1.15 x the floor. Needs root; installs barman-cli-cloud if missing.
 
     .venv/bin/python bench/full_backup_s3.py --scale 100 --runs 3
+
+``--skip-barman`` times only the floor and pgops (at scale 400, barman-cloud-backup
+failed against moto on 2026-11-25; its error was not captured).
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=int, default=100)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--skip-barman", action="store_true", help="time only the floor and pgops")
     args = parser.parse_args()
     if not shutil.which("barman-cloud-backup"):
         subprocess.run(["apt-get", "install", "-y", "-qq", "barman-cli-cloud"], check=True, stdout=subprocess.DEVNULL)
@@ -74,7 +78,9 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="pgops-s3bench-"))
     try:
         with pgbench_cluster(work, args.scale) as (cluster, password, size):
-            results: dict[str, list[float]] = {"floor": [], "pgops": [], "barman-cloud-backup": []}
+            results: dict[str, list[float]] = {"floor": [], "pgops": []}
+            if not args.skip_barman:
+                results["barman-cloud-backup"] = []
             rss = []
             env = {**os.environ, "PGPASSWORD": password}
             conninfo = f"host=127.0.0.1 port={cluster.port} user=pgops_backup"
@@ -95,18 +101,20 @@ def main() -> int:
                 child = json.loads(proc.stdout.strip().splitlines()[-1])
 
                 t = time.perf_counter()
-                subprocess.run(as_server_user(["env", *[f"{k}={v}" for k, v in creds.items()],
-                                               "barman-cloud-backup", "-J", "2", "--cloud-provider", "aws-s3",
-                                               "--endpoint-url", endpoint, "-h", str(cluster.socket_dir),
-                                               "-p", str(cluster.port), "-U", "postgres",
-                                               f"s3://bench/barman{i}", "bench"]),
-                               check=True, capture_output=True)
+                if not args.skip_barman:
+                    subprocess.run(as_server_user(["env", *[f"{k}={v}" for k, v in creds.items()],
+                                                   "barman-cloud-backup", "-J", "2", "--cloud-provider", "aws-s3",
+                                                   "--endpoint-url", endpoint, "-h", str(cluster.socket_dir),
+                                                   "-p", str(cluster.port), "-U", "postgres",
+                                                   f"s3://bench/barman{i}", "bench"]),
+                                   check=True, capture_output=True)
                 barman_s = time.perf_counter() - t
                 if i == 0:
                     continue
                 results["floor"].append(floor_s)
                 results["pgops"].append(child["seconds"])
-                results["barman-cloud-backup"].append(barman_s)
+                if not args.skip_barman:
+                    results["barman-cloud-backup"].append(barman_s)
                 rss.append(child["maxrss_kib"])
                 print(f"# run {i}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in results.items()),
                       file=sys.stderr, flush=True)
@@ -118,7 +126,8 @@ def main() -> int:
             for name, values in results.items():
                 print(f"| {name} | {med[name]:.2f} | {' '.join(f'{v:.2f}' for v in values)} |")
             print(f"\npgops / floor = {med['pgops'] / med['floor']:.2f} (target <= 1.15)")
-            print(f"pgops / barman-cloud-backup = {med['pgops'] / med['barman-cloud-backup']:.2f}")
+            if not args.skip_barman:
+                print(f"pgops / barman-cloud-backup = {med['pgops'] / med['barman-cloud-backup']:.2f}")
             print(f"pgops peak RSS: max {max(rss) / 1024:.0f} MiB")
         return 0
     finally:
