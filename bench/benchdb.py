@@ -66,3 +66,23 @@ def pgbench_cluster(work: Path, scale: int, extra_settings: dict | None = None):
         yield cluster, password, size
     finally:
         cluster.destroy()
+
+
+def pgbackrest_archive_settings(pgbr: str, conf: Path) -> dict:
+    """Server settings that archive WAL with pgBackRest (its backups require it)."""
+    return {"archive_mode": True, "archive_command": f"{pgbr} --config={conf} --stanza=bench archive-push %p"}
+
+
+def pgbackrest_stanza(pgbr: str, conf: Path, work: Path, cluster: LocalCluster) -> None:
+    """Write pgBackRest's configuration (posix repository, zst level 3, process-max 2,
+    start-fast) for ``cluster`` and create the stanza."""
+    (work / "pgbr-repo").mkdir(exist_ok=True)
+    conf.write_text(
+        "[global]\n"
+        f"repo1-path={work / 'pgbr-repo'}\nrepo1-retention-full=1000\n"
+        "compress-type=zst\ncompress-level=3\nprocess-max=2\nstart-fast=y\n"
+        f"log-path={work / 'pgbr-log'}\nlock-path={work / 'pgbr-lock'}\nlog-level-console=warn\n"
+        "[bench]\n"
+        f"pg1-path={cluster.datadir}\npg1-port={cluster.port}\npg1-socket-path={cluster.socket_dir}\n")
+    chown_to_server_user(work)
+    subprocess.run(as_server_user([pgbr, f"--config={conf}", "--stanza=bench", "stanza-create"]), check=True)

@@ -32,9 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchdb import CHILD_PRELUDE, ROOT, pgbench_cluster
+from benchdb import CHILD_PRELUDE, ROOT, pgbackrest_archive_settings, pgbackrest_stanza, pgbench_cluster
 
-from pgops.postgres.cluster import as_server_user, chown_to_server_user
+from pgops.postgres.cluster import as_server_user
 
 CHILD = CHILD_PRELUDE + r"""
 from pgops.repository.local import LocalRepository
@@ -71,21 +71,11 @@ def main() -> int:
     pgbr_conf = work / "pgbackrest.conf"
     settings = {}
     if pgbr:
-        settings = {"archive_mode": True,
-                    "archive_command": f"{pgbr} --config={pgbr_conf} --stanza=bench archive-push %p"}
+        settings = pgbackrest_archive_settings(pgbr, pgbr_conf)
     try:
         with pgbench_cluster(work, args.scale, settings) as (cluster, password, size):
             if pgbr:
-                (work / "pgbr-repo").mkdir(exist_ok=True)
-                pgbr_conf.write_text(
-                    "[global]\n"
-                    f"repo1-path={work / 'pgbr-repo'}\nrepo1-retention-full=1000\n"
-                    "compress-type=zst\ncompress-level=3\nprocess-max=2\nstart-fast=y\n"
-                    f"log-path={work / 'pgbr-log'}\nlock-path={work / 'pgbr-lock'}\nlog-level-console=warn\n"
-                    "[bench]\n"
-                    f"pg1-path={cluster.datadir}\npg1-port={cluster.port}\npg1-socket-path={cluster.socket_dir}\n")
-                chown_to_server_user(work)
-                sh(as_server_user([pgbr, f"--config={pgbr_conf}", "--stanza=bench", "stanza-create"]))
+                pgbackrest_stanza(pgbr, pgbr_conf, work, cluster)
             return run_rounds(args, work, cluster, password, size, pgbr, pgbr_conf)
     finally:
         if not args.workdir:

@@ -34,12 +34,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchdb import CHILD_PRELUDE, ROOT, pgbench_cluster
+from benchdb import CHILD_PRELUDE, ROOT, pgbackrest_archive_settings, pgbackrest_stanza, pgbench_cluster
 from full_backup import ensure_pgbackrest, sh
 
 from pgops.backup.basebackup import run_full_backup
 from pgops.config import parse_config
-from pgops.postgres.cluster import as_server_user, chown_to_server_user, find_bindir, free_port
+from pgops.postgres.cluster import as_server_user, find_bindir, free_port
 from pgops.repository.local import LocalRepository
 from pgops.restore.run import start_and_wait
 
@@ -72,20 +72,10 @@ def main() -> int:
     work.chmod(0o755)
     pgbr = ensure_pgbackrest()
     pgbr_conf = work / "pgbackrest.conf"
-    settings = {"archive_mode": True,
-                "archive_command": f"{pgbr} --config={pgbr_conf} --stanza=bench archive-push %p"}
+    settings = pgbackrest_archive_settings(pgbr, pgbr_conf)
     try:
         with pgbench_cluster(work, args.scale, settings) as (cluster, _password, size):
-            (work / "pgbr-repo").mkdir(exist_ok=True)
-            pgbr_conf.write_text(
-                "[global]\n"
-                f"repo1-path={work / 'pgbr-repo'}\nrepo1-retention-full=1000\n"
-                "compress-type=zst\ncompress-level=3\nprocess-max=2\nstart-fast=y\n"
-                f"log-path={work / 'pgbr-log'}\nlock-path={work / 'pgbr-lock'}\nlog-level-console=warn\n"
-                "[bench]\n"
-                f"pg1-path={cluster.datadir}\npg1-port={cluster.port}\npg1-socket-path={cluster.socket_dir}\n")
-            chown_to_server_user(work)
-            sh(as_server_user([pgbr, f"--config={pgbr_conf}", "--stanza=bench", "stanza-create"]))
+            pgbackrest_stanza(pgbr, pgbr_conf, work, cluster)
             sh(as_server_user([pgbr, f"--config={pgbr_conf}", "--stanza=bench", "--type=full", "backup"]))
             config = parse_config({"repository": {"url": str(work / "pgops-repo")}})
             record = run_full_backup(config, LocalRepository(work / "pgops-repo"))

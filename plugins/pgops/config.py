@@ -209,8 +209,8 @@ class RestoreConfig(_Section):
 
     workers: int = Field(
         2, ge=1, le=32,
-        description="Threads that fetch, check and decompress backup frames in parallel (8 MiB each, "
-        "so about (workers + 2) x 8 MiB in memory).",
+        description="Threads that fetch, check and decompress backup frames in parallel (4 MiB of raw data "
+        "each in current backups, so about (workers + 2) frames in memory).",
     )
     wal_prefetch: int = Field(
         8, ge=1, le=64,
