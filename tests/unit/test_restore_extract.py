@@ -99,3 +99,30 @@ def test_duplicate_members_are_refused(tmp_path):
     with pytest.raises(IntegrityError, match="appears twice"):
         extract(make_tar([("a", b"1"), ("a", b"2")]), tmp_path, 512)
     assert (tmp_path / "a").read_bytes() == b"1"
+
+
+@pytest.mark.parametrize("writers", [1, 2])
+def test_a_write_error_is_raised_clearly_and_no_descriptor_leaks(tmp_path, monkeypatch, writers):
+    import errno
+
+    from pgops.errors import TransientError
+
+    blob = make_tar([(f"f{i}", os.urandom(3000)) for i in range(20)])
+    real = os.pwrite
+    calls = []
+
+    def failing(fd, data, offset):
+        calls.append(fd)
+        if len(calls) == 7:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", failing)
+    open_before = len(os.listdir("/proc/self/fd"))
+    ex = TarExtractor(tmp_path, writers=writers)
+    with pytest.raises(TransientError, match="No space left"):
+        for i in range(0, len(blob), 4096):
+            ex.feed(blob[i:i + 4096])
+        ex.close()
+    ex.abort()
+    assert len(os.listdir("/proc/self/fd")) <= open_before
