@@ -33,8 +33,8 @@ def make_tar(members: list[tuple[str, bytes | None]], fmt=tarfile.USTAR_FORMAT, 
     return buf.getvalue()
 
 
-def extract(blob: bytes, target: Path, piece: int) -> TarExtractor:
-    ex = TarExtractor(target)
+def extract(blob: bytes, target: Path, piece: int, writers: int = 1) -> TarExtractor:
+    ex = TarExtractor(target, writers=writers)
     for i in range(0, len(blob), piece):
         ex.feed(blob[i:i + piece])
     ex.close()
@@ -43,14 +43,14 @@ def extract(blob: bytes, target: Path, piece: int) -> TarExtractor:
 
 @settings(max_examples=60, deadline=None)
 @given(sizes=st.lists(st.integers(0, 3000), min_size=1, max_size=6), piece=st.integers(1, 5000),
-       long_names=st.booleans())
-def test_files_come_out_byte_exact_for_any_piece_size(tmp_path_factory, sizes, piece, long_names):
+       long_names=st.booleans(), writers=st.sampled_from([1, 2, 3]))
+def test_files_come_out_byte_exact_for_any_piece_size(tmp_path_factory, sizes, piece, long_names, writers):
     target = tmp_path_factory.mktemp("x")
     prefix = "base/" + ("d" * 120 if long_names else "16384")
     members = [("base", None), (prefix, None)]
     members += [(f"{prefix}/{i}", os.urandom(n)) for i, n in enumerate(sizes)]
     blob = make_tar(members, fmt=tarfile.GNU_FORMAT if long_names else tarfile.USTAR_FORMAT)
-    ex = extract(blob, target, piece)
+    ex = extract(blob, target, piece, writers)
     assert ex.files == len(sizes)
     for name, data in members:
         if data is not None:

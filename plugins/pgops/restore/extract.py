@@ -156,7 +156,7 @@ class _Writer:
 class TarExtractor:
     """Feed decompressed pieces in order; call :meth:`close` at the end of the stream."""
 
-    def __init__(self, target: Path, writers: int = 2) -> None:
+    def __init__(self, target: Path, writers: int = 1) -> None:
         self.target = Path(target)
         self.owner = _owner()
         self.files = 0

@@ -301,7 +301,7 @@ def run_restore(
     target.chmod(0o700)
     chown_to_server_user_files(target.parent, [target.name])
     try:
-        extractor = TarExtractor(target)
+        extractor = TarExtractor(target, writers=opts.write_threads)
         done = 0
         last_report = time.monotonic()
         try:
