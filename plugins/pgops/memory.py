@@ -7,6 +7,11 @@ whichever thread allocates them, and fragmentation lets the resident set grow wi
 number of buffers streamed. A fixed threshold (``mallopt(M_MMAP_THRESHOLD)``) turns the
 dynamic adjustment off, so every large buffer is mapped and returned to the system when
 freed. No effect outside glibc.
+
+Used by the S3 backend only: there it fixed a real growth (283 -> 194 MiB at 6 GB). The
+price is a fresh mapping, page faults and zeroing for every large buffer; for a backup to
+the local repository, whose RSS stayed flat without it, it measured slower (1.35 x the
+floor at 6 GB against 1.26 x without it, on a noisy machine).
 """
 
 from __future__ import annotations

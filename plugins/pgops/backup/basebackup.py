@@ -198,9 +198,6 @@ def run_full_backup(
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
 ) -> catalog.BackupRecord:
     """Take one full backup into ``repo``; returns its committed metadata."""
-    from pgops.memory import bound_large_allocations
-
-    bound_large_allocations()
     conn = get_connection(config.database.backup_conn_id)
     sysid, major, version_num, bindir = prepare(config, repo)
 

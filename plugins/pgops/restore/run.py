@@ -275,9 +275,6 @@ def run_restore(
     are written with the recovery settings; ``before_start`` may adjust the directory
     (the restore test writes its own pg_hba.conf); ``on_planned`` sees the plan before
     any download."""
-    from pgops.memory import bound_large_allocations
-
-    bound_large_allocations()
     target = Path(target).absolute()
     opts = config.restore
     t0 = time.monotonic()
