@@ -150,6 +150,40 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wal_fetch_source(args: argparse.Namespace):
+    """(repository opener, retry seconds, prefetch) for wal-fetch. An explicit local
+    --repository without encryption needs neither the configuration nor Airflow: that
+    keeps the command quick to start, once per WAL file during recovery."""
+    from pgops.restore import walfetch
+
+    retry_s, prefetch = args.retry_seconds, args.prefetch
+    if args.repository and "://" not in args.repository and not args.encryption_key_conn_id:
+        from pathlib import Path
+
+        from pgops.repository.local import LocalRepository
+
+        def opener():
+            return LocalRepository(Path(args.repository))
+    else:
+        from pgops.config import EncryptionConfig, RepositoryConfig
+        from pgops.repository import open_repository
+
+        if args.repository:
+            repo_cfg = RepositoryConfig(url=args.repository, aws_conn_id=args.aws_conn_id or "pgops_s3")
+            enc = EncryptionConfig(enabled=bool(args.encryption_key_conn_id),
+                                   key_conn_id=args.encryption_key_conn_id or "pgops_encryption")
+        else:
+            config = _config(args)
+            repo_cfg, enc = config.repository, config.encryption
+            retry_s = config.restore.wal_fetch_retry_s if retry_s is None else retry_s
+            prefetch = config.restore.wal_prefetch if prefetch is None else prefetch
+
+        def opener():
+            return open_repository(repo_cfg, enc)
+    return (opener, walfetch.DEFAULT_RETRY_S if retry_s is None else retry_s,
+            walfetch.DEFAULT_PREFETCH if prefetch is None else prefetch)
+
+
 def cmd_wal_fetch(args: argparse.Namespace) -> int:
     """restore_command: 0 found, 1 truly not found, 255 anything else (recovery stops)."""
     from pathlib import Path
@@ -163,34 +197,10 @@ def cmd_wal_fetch(args: argparse.Namespace) -> int:
     try:
         if walfetch.take_prefetched(args.name, dest, spool):
             return walfetch.FOUND
-        if args.repository and "://" not in args.repository and not args.encryption_key_conn_id:
-            # The common case during a local restore: no configuration or Airflow needed.
-            from pgops.repository.local import LocalRepository
-
-            local = LocalRepository(Path(args.repository))
-            found = walfetch.fetch_with_retries(
-                lambda: walfetch.fetch_wal(local, args.name, dest, spool=spool, prefetch=args.prefetch or 8,
-                                           expect_until=args.expect_until),
-                300 if args.retry_seconds is None else args.retry_seconds)
-            return walfetch.FOUND if found else walfetch.NOT_FOUND
-        from pgops.config import EncryptionConfig, RepositoryConfig
-        from pgops.repository import open_repository
-
-        if args.repository:
-            repo_cfg = RepositoryConfig(url=args.repository, aws_conn_id=args.aws_conn_id or "pgops_s3")
-            enc = EncryptionConfig(enabled=bool(args.encryption_key_conn_id),
-                                   key_conn_id=args.encryption_key_conn_id or "pgops_encryption")
-            retry_s, prefetch = args.retry_seconds, args.prefetch
-        else:
-            config = _config(args)
-            repo_cfg, enc = config.repository, config.encryption
-            retry_s = config.restore.wal_fetch_retry_s if args.retry_seconds is None else args.retry_seconds
-            prefetch = config.restore.wal_prefetch if args.prefetch is None else args.prefetch
-        retry_s = 300 if retry_s is None else retry_s
-        prefetch = 8 if prefetch is None else prefetch
+        opener, retry_s, prefetch = _wal_fetch_source(args)
         found = walfetch.fetch_with_retries(
-            lambda: walfetch.fetch_wal(open_repository(repo_cfg, enc), args.name, dest, spool=spool,
-                                       prefetch=prefetch, expect_until=args.expect_until), retry_s)
+            lambda: walfetch.fetch_wal(opener(), args.name, dest, spool=spool, prefetch=prefetch,
+                                       expect_until=args.expect_until), retry_s)
     except PgopsError as exc:
         print(f"pgops wal-fetch: {args.name}: {type(exc).__name__}: {exc}; stopping recovery (exit 255) rather "
               "than ending it early", file=sys.stderr)

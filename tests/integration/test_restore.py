@@ -18,7 +18,6 @@ from pgops.backup.inventory import scan, summarize
 from pgops.backup.walship import ship_wal
 from pgops.config import parse_config
 from pgops.errors import ConfigError, IntegrityError, NotFound, UnsafeOperation
-from pgops.postgres.cluster import LocalCluster
 from pgops.postgres.session import connect_params
 from pgops.repository.local import LocalRepository
 from pgops.restore.plan import RestoreRequest
@@ -40,6 +39,13 @@ def write_probe(server, label: str) -> datetime:
         return conn.execute("SELECT clock_timestamp()").fetchone()[0]
 
 
+def labels(target: Path, port: int) -> list[str]:
+    """The probe rows of a restored server (its socket is in its data directory)."""
+    with connect_params({"host": str(target), "port": port, "user": "postgres", "dbname": "fixia"},
+                        application_name="pgops:test", statement_timeout_s=30) as conn:
+        return [r[0] for r in conn.execute("SELECT label FROM public.probe ORDER BY id")]
+
+
 class Chain:
     """T1 written, full backup, T2 written and shipped, T3 written and shipped."""
 
@@ -52,9 +58,7 @@ class Chain:
         return target, result
 
     def labels(self, target: Path, port: int) -> list[str]:
-        with connect_params({"host": str(target), "port": port, "user": "postgres", "dbname": "fixia"},
-                            application_name="pgops:test", statement_timeout_s=30) as conn:
-            return [r[0] for r in conn.execute("SELECT label FROM public.probe ORDER BY id")]
+        return labels(target, port)
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +91,7 @@ def chain():
         os.environ.update(saved)
         cluster.destroy()
         for child in base.glob("restored-*"):
-            LocalCluster(child, 0).stop(mode="immediate") if (child / "PG_VERSION").exists() else None
+            stop(child)
         shutil.rmtree(base, ignore_errors=True)
 
 

@@ -8,7 +8,6 @@ import base64
 import json
 import os
 import shutil
-import subprocess
 import uuid
 
 import boto3
@@ -18,15 +17,14 @@ from pgops.backup.basebackup import run_full_backup
 from pgops.backup.walship import ship_wal
 from pgops.config import parse_config
 from pgops.errors import IntegrityError
-from pgops.postgres.cluster import as_server_user, find_bindir, free_port
-from pgops.postgres.session import connect_params
+from pgops.postgres.cluster import find_bindir, free_port
 from pgops.repository import open_repository
 from pgops.restore.plan import RestoreRequest
 from pgops.restore.run import run_restore
 
 from .faultproxy import FaultProxy, Rule
 from .servers import make_fixia, start_cluster
-from .test_restore import shared_tempdir, write_probe
+from .test_restore import labels, shared_tempdir, stop, write_probe
 
 
 def wal_reads(method: str, path: str) -> bool:
@@ -76,8 +74,7 @@ def s3_chain(s3_endpoint):
         proxy.stop()
         cluster.destroy()
         for child in base.glob("restored-*"):
-            subprocess.run(as_server_user([str(find_bindir() / "pg_ctl"), "stop", "-D", str(child), "-m",
-                                           "immediate"]), capture_output=True, check=False)
+            stop(child)
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -90,12 +87,9 @@ def test_recovery_rides_out_transient_s3_errors(s3_chain):
     result = run_restore(config, repo, RestoreRequest(latest=True), target, start=True)
     try:
         assert all(rule.hits == rule.times for rule in proxy.rules), [(r.action, r.hits) for r in proxy.rules]
-        with connect_params({"host": str(target), "port": result.port, "user": "postgres", "dbname": "fixia"},
-                            application_name="pgops:test", statement_timeout_s=30) as conn:
-            assert [r[0] for r in conn.execute("SELECT label FROM public.probe ORDER BY id")] == ["T1", "T2", "T3"]
+        assert labels(target, result.port) == ["T1", "T2", "T3"]
     finally:
-        subprocess.run(as_server_user([str(find_bindir() / "pg_ctl"), "stop", "-D", str(target), "-m", "fast"]),
-                       capture_output=True, check=False)
+        stop(target)
 
 
 def test_a_lasting_outage_stops_recovery_instead_of_ending_it(s3_chain):
@@ -120,10 +114,7 @@ def test_a_lasting_outage_stops_recovery_instead_of_ending_it(s3_chain):
     facts = start_and_wait(find_bindir(), target, target / "log" / "pgops-restore.log", timeout_s=300)
     try:
         assert facts["new_timeline"] == "2"
-        with connect_params({"host": str(target), "port": restored.port, "user": "postgres", "dbname": "fixia"},
-                            application_name="pgops:test", statement_timeout_s=30) as conn:
-            assert [r[0] for r in conn.execute("SELECT label FROM public.probe ORDER BY id")] == ["T1", "T2", "T3"]
+        assert labels(target, restored.port) == ["T1", "T2", "T3"]
     finally:
-        subprocess.run(as_server_user([str(find_bindir() / "pg_ctl"), "stop", "-D", str(target), "-m", "fast"]),
-                       capture_output=True, check=False)
+        stop(target)
     assert restored.backup_id

@@ -133,3 +133,10 @@ def test_a_segment_the_plan_counted_on_is_required_not_the_end(archive, tmp_path
         walfetch.fetch_wal(repo, name, tmp_path / "x", expect_until=wal.Segment(1, 5).name)
     # beyond the planned end, absence is the normal end of the archive
     assert walfetch.fetch_wal(repo, wal.Segment(1, 6).name, tmp_path / "x", expect_until=wal.Segment(1, 5).name) is False
+
+
+def test_cli_defaults_match_the_configuration_defaults():
+    from pgops.config import RestoreConfig
+
+    assert (walfetch.DEFAULT_RETRY_S, walfetch.DEFAULT_PREFETCH) == (
+        RestoreConfig().wal_fetch_retry_s, RestoreConfig().wal_prefetch)

@@ -55,10 +55,14 @@ def as_server_user(argv: list[str]) -> list[str]:
 
 
 def chown_to_server_user(path: Path) -> None:
-    """Give ``path`` (recursively) to the postgres OS user when running as root."""
+    """Give ``path`` (a file, or a directory recursively) to the postgres OS user when
+    running as root."""
     if os.geteuid() != 0:
         return
     entry = pwd.getpwnam(SERVER_USER)
+    if not os.path.isdir(path):
+        os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+        return
     for root, dirs, files in os.walk(path):
         os.chown(root, entry.pw_uid, entry.pw_gid)
         for name in dirs + files:

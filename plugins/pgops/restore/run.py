@@ -37,7 +37,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from pgops.backup import wal
-from pgops.backup.inventory import scan
+from pgops.backup.inventory import Inventory, scan
 from pgops.config import EncryptionConfig, PgopsConfig, RepositoryConfig
 from pgops.errors import ConfigError, IntegrityError, TransientError, UnsafeOperation
 from pgops.postgres.cluster import as_server_user, chown_to_server_user, find_bindir, free_port
@@ -153,19 +153,8 @@ def write_recovery_settings(datadir: Path, plan: RestorePlan, restore_command: s
     auto.write_text(existing + ("" if existing.endswith("\n") or not existing else "\n") + "\n".join(lines) + "\n")
     (datadir / "standby.signal").unlink(missing_ok=True)
     (datadir / "recovery.signal").write_text("")
-    chown_to_server_user_files(datadir, ["postgresql.auto.conf", "recovery.signal"])
-
-
-def chown_to_server_user_files(datadir: Path, names: list[str]) -> None:
-    if os.geteuid() != 0:
-        return
-    import pwd
-
-    from pgops.postgres.cluster import SERVER_USER
-
-    entry = pwd.getpwnam(SERVER_USER)
-    for name in names:
-        os.chown(datadir / name, entry.pw_uid, entry.pw_gid)
+    chown_to_server_user(auto)
+    chown_to_server_user(datadir / "recovery.signal")
 
 
 def syncfs(path: Path) -> None:
@@ -270,15 +259,16 @@ def run_restore(
     server_settings: dict[str, str] | None = None,
     before_start: Callable[[Path], None] | None = None,
     on_planned: Callable[[RestorePlan], None] | None = None,
+    inventory: Inventory | None = None,
 ) -> RestoreResult:
     """Restore ``request`` into ``target`` (see the module docstring). ``server_settings``
     are written with the recovery settings; ``before_start`` may adjust the directory
     (the restore test writes its own pg_hba.conf); ``on_planned`` sees the plan before
-    any download."""
+    any download; ``inventory`` is the repository's scan when the caller has one."""
     target = Path(target).absolute()
     opts = config.restore
     t0 = time.monotonic()
-    inv = scan(repo)
+    inv = inventory if inventory is not None else scan(repo)
     plan = plan_restore(inv, request, now or datetime.now(timezone.utc))
     record = plan.record
     existed = check_target_dir(target)
@@ -296,7 +286,7 @@ def run_restore(
     t1 = time.monotonic()
     target.mkdir(mode=0o700, parents=True, exist_ok=True)
     target.chmod(0o700)
-    chown_to_server_user_files(target.parent, [target.name])
+    chown_to_server_user(target)  # new or empty: only the directory itself
     try:
         extractor = TarExtractor(target, writers=opts.write_threads)
         done = 0

@@ -196,7 +196,7 @@ def verify_restore(config: PgopsConfig, repo: Repository, request: RestoreReques
         result = run_restore(
             config, repo, request, datadir, start=True, port=port, socket_dir=socket_dir, now=started,
             server_settings={"listen_addresses": "", "archive_mode": "off", "logging_collector": "off"},
-            before_start=_scratch_hba, on_planned=lambda p: planned.setdefault("plan", p))
+            before_start=_scratch_hba, on_planned=lambda p: planned.setdefault("plan", p), inventory=inv)
         plan = planned["plan"]
         evidence.backup_id, evidence.plan = result.backup_id, result.plan
         evidence.recovery_settings = plan.recovery_settings

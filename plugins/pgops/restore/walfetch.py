@@ -38,6 +38,8 @@ from pgops.repository.base import Repository
 log = logging.getLogger(__name__)
 
 FOUND, NOT_FOUND, ABORT = 0, 1, 255
+DEFAULT_RETRY_S = 300  # as restore.wal_fetch_retry_s
+DEFAULT_PREFETCH = 8  # as restore.wal_prefetch
 
 
 def is_wal_request(name: str) -> bool:
