@@ -90,3 +90,36 @@ def test_workers_stop_when_the_consumer_stops_early():
         time.sleep(0.05)
     assert threading.active_count() == before
     assert len(read) <= 4  # the frame taken, plus at most workers + 1 read ahead
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_frames_into_reused_buffers_keep_every_piece_intact(workers):
+    """Workers read into buffers they reuse: a piece must be compressed before its
+    buffer is filled again, or frames would hold later data."""
+    stream = io.BytesIO(b"".join(bytes([i % 251]) * 5000 + os.urandom(300) for i in range(60)))
+    expected = stream.getvalue()
+    fc = FrameCompressor(level=3, workers=workers)
+    frames = list(fc.frames_into(lambda buffer: stream.readinto(buffer), piece_size=4096))
+    assert all(f.raw_size == 4096 for f in fc.index.frames[:-1])
+    assert b"".join(zstandard.ZstdDecompressor().decompress(f) for f in frames) == expected
+
+
+def test_read_full_fills_the_buffer_across_short_reads_and_is_short_only_at_the_end():
+    from pgops.backup.frames import read_full
+
+    class Trickle(io.RawIOBase):  # a pipe: each read returns what happens to be there
+        def __init__(self, data: bytes) -> None:
+            self.data = memoryview(data)
+
+        def readinto(self, buffer) -> int:
+            n = min(len(buffer), 7, len(self.data))
+            buffer[:n] = self.data[:n]
+            self.data = self.data[n:]
+            return n
+
+    raw = Trickle(bytes(range(100)))
+    buffer = memoryview(bytearray(40))
+    assert read_full(raw, buffer) == 40 and bytes(buffer) == bytes(range(40))
+    assert read_full(raw, buffer) == 40 and bytes(buffer) == bytes(range(40, 80))
+    assert read_full(raw, buffer) == 20 and bytes(buffer[:20]) == bytes(range(80, 100))
+    assert read_full(raw, buffer) == 0

@@ -28,10 +28,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pgops import __version__
 from pgops.backup import catalog, wal
-from pgops.backup.frames import FRAME_RAW_SIZE, FrameCompressor, enlarge_pipe
+from pgops.backup.frames import FRAME_RAW_SIZE, FrameCompressor, enlarge_pipe, read_full
 from pgops.backup.tarscan import TarScanner
 from pgops.config import PgopsConfig
 from pgops.connections import ConnectionInfo, get_connection
@@ -39,6 +40,9 @@ from pgops.errors import IntegrityError, TransientError, UnsafeOperation
 from pgops.postgres.cluster import find_bindir
 from pgops.postgres.session import conninfo_string
 from pgops.repository.base import Repository
+
+if TYPE_CHECKING:
+    from pgops.backup.sentinel import Sentinel
 
 log = logging.getLogger(__name__)
 
@@ -160,31 +164,29 @@ def server_identity(conn) -> tuple[str, str, int]:
     return sysid, str(version_num // 10000), version_num
 
 
-def prepare(config: PgopsConfig, repo: Repository) -> tuple[str, str, int, Path]:
+def prepare(config: PgopsConfig, repo: Repository, started: datetime) -> tuple[str, str, int, Path, Sentinel]:
     """Checks and set-up before any work, in one session as the backup role: the server's
     identity, the repository reachable and holding this system's backups, the matching
-    pg_basebackup, and pgops' replication slot, created before the backup starts so every
-    WAL segment from the backup's start on is kept for WAL shipping (the backup starts a
-    gap-free chain). Returns (system identifier, major version, server_version_num, bindir)."""
+    pg_basebackup, pgops' replication slot (created before the backup starts, so every
+    WAL segment from the backup's start on is kept for WAL shipping: the backup starts a
+    gap-free chain), no objects yet under this backup's id, and last the sentinel row
+    committed just before the backup starts (every restore of this backup must contain
+    it, see backup/sentinel.py). Returns (system identifier, major version,
+    server_version_num, bindir, sentinel)."""
+    from pgops.backup.sentinel import write_sentinel
     from pgops.backup.walship import ensure_slot
     from pgops.postgres.session import connect
 
+    backup_id = new_backup_id(started)
     with connect(config.database.backup_conn_id, config.database, job="full_backup") as conn:
         sysid, major, version_num = server_identity(conn)
         catalog.check_identity(repo, sysid, major)  # the repository is reachable and ours, before any work
         bindir = find_bindir(int(major))
         ensure_slot(conn, config.backup.slot_name)
-    return sysid, major, version_num, bindir
-
-
-def write_backup_sentinel(config: PgopsConfig, backup_id: str):
-    """The sentinel row committed just before the backup starts: every restore of this
-    backup must contain it (see backup/sentinel.py)."""
-    from pgops.backup.sentinel import write_sentinel
-    from pgops.postgres.session import connect
-
-    with connect(config.database.backup_conn_id, config.database, job="full_backup") as conn:
-        return write_sentinel(conn, "full_backup", f"backup-{backup_id}", config.restore_verification.count_tables)
+        if repo.list(catalog.backup_prefix(backup_id)):
+            raise UnsafeOperation(f"backup {backup_id} already has objects in {repo.location}; refusing to overwrite")
+        sentinel = write_sentinel(conn, "full_backup", f"backup-{backup_id}", config.restore_verification.count_tables)
+    return sysid, major, version_num, bindir, sentinel
 
 
 def new_backup_id(now: datetime) -> str:
@@ -199,13 +201,9 @@ def run_full_backup(
 ) -> catalog.BackupRecord:
     """Take one full backup into ``repo``; returns its committed metadata."""
     conn = get_connection(config.database.backup_conn_id)
-    sysid, major, version_num, bindir = prepare(config, repo)
-
     started = clock()
     backup_id = new_backup_id(started)
-    if repo.list(catalog.backup_prefix(backup_id)):
-        raise UnsafeOperation(f"backup {backup_id} already has objects in {repo.location}; refusing to overwrite")
-    sentinel = write_backup_sentinel(config, backup_id)
+    sysid, major, version_num, bindir, sentinel = prepare(config, repo, started)
     label = f"pgops {backup_id}"
     argv = basebackup_argv(bindir, conn, label=label, checkpoint=config.backup.checkpoint,
                            max_rate=config.backup.max_rate)
@@ -215,7 +213,7 @@ def run_full_backup(
              config.backup.compression_workers, repo.location)
     t0 = time.monotonic()
     proc = subprocess.Popen(with_buffered_stdout(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                            stdin=subprocess.DEVNULL)
+                            stdin=subprocess.DEVNULL, bufsize=0)
     enlarge_pipe(proc.stdout)
     stderr = _Stderr(proc.stderr)
     scanner = TarScanner(WATCHED)
@@ -223,30 +221,31 @@ def run_full_backup(
 
     progress = {"read": 0, "reported": time.monotonic()}
 
-    def read_piece() -> bytes:
-        """The next piece of the stream (called by the compression workers, in turn);
-        at its end, b"" once pg_basebackup has exited 0 after a complete tar stream."""
-        piece = proc.stdout.read(FRAME_RAW_SIZE)
-        if piece:
-            scanner.feed(piece)
-            progress["read"] += len(piece)
+    def read_into(buffer: memoryview) -> int:
+        """Fill ``buffer`` with the next piece of the stream (called by the compression
+        workers, in turn); at its end, 0 once pg_basebackup has exited 0 after a complete
+        tar stream."""
+        size = read_full(proc.stdout, buffer)
+        if size:
+            scanner.feed(buffer[:size])
+            progress["read"] += size
             now = time.monotonic()
             if now - progress["reported"] >= PROGRESS_EVERY_S:
                 progress["reported"] = now
                 read_mib, elapsed = progress["read"] / 2**20, now - t0
                 log.info("full backup %s: %.0f MiB read in %.0fs (%.1f MiB/s)",
                          backup_id, read_mib, elapsed, read_mib / max(elapsed, 1e-9))
-            return piece
+            return size
         rc = proc.wait()
         if rc != 0:
             raise TransientError(f"pg_basebackup exited with status {rc}:\n{stderr.tail()}")
         if not scanner.ended:
             raise IntegrityError("pg_basebackup's tar stream ended without its end-of-archive marker")
-        return b""
+        return 0
 
     data_key = catalog.backup_key(backup_id, "data.tar.zst")
     try:
-        data = repo.put_stream(data_key, compressor.frames_from(read_piece))
+        data = repo.put_stream(data_key, compressor.frames_into(read_into))
     except BaseException:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

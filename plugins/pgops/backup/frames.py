@@ -7,11 +7,12 @@ frames are written in order, so the stored object is an ordinary ``.zst`` file t
 of each stored frame) lets a restore fetch and decompress frames in parallel and
 verify each one before it is used.
 
-Memory stays bounded: at most ``workers + 1`` raw pieces and their frames are alive.
-Each worker reads the piece it compresses (:meth:`FrameCompressor.frames_from`): a
-piece goes from the pipe to zstd while it is still in the CPU's cache. Pieces of 4 MiB
-measured cheaper than 8 MiB (fewer cache misses, less memory) and keep the index small
-(about 25 MB of JSON per TiB).
+Memory stays bounded: ``workers + 1`` threads, each with one raw piece (a reused
+buffer, :meth:`FrameCompressor.frames_into`) and its frame. Each thread reads the piece
+it compresses (:meth:`FrameCompressor.frames_from`): a piece goes from the pipe to zstd
+while it is still in the CPU's cache, and one thread reads while ``workers`` compress.
+Pieces of 4 MiB measured cheaper than 8 MiB (fewer cache misses, less memory) and no
+slower than 1 or 2 MiB, and keep the index small (about 25 MB of JSON per TiB).
 """
 
 from __future__ import annotations
@@ -69,6 +70,19 @@ def enlarge_pipe(fileobj, size: int = 1 << 20) -> None:
         pass  # not a pipe, or above /proc/sys/fs/pipe-max-size: keep the default
 
 
+def read_full(raw, buffer: memoryview) -> int:
+    """Fill ``buffer`` from the unbuffered stream ``raw`` (each read goes straight into
+    ``buffer``, no intermediate copy); returns the number of bytes read, short only at
+    the end of the stream."""
+    filled = 0
+    while filled < len(buffer):
+        got = raw.readinto(buffer[filled:])
+        if not got:
+            break
+        filled += got
+    return filled
+
+
 class FrameCompressor:
     """Compress pieces into frames in parallel, yielding them in order and indexing them."""
 
@@ -78,7 +92,7 @@ class FrameCompressor:
         self.index = FrameIndex()
         self._local = threading.local()
 
-    def _compress(self, raw: bytes) -> tuple[int, bytes, str]:
+    def _compress(self, raw: bytes | memoryview) -> tuple[int, bytes, str]:
         import zstandard
 
         cctx = getattr(self._local, "cctx", None)
@@ -105,21 +119,49 @@ class FrameCompressor:
 
         return self.frames_from(read_piece)
 
-    def frames_from(self, read_piece: Callable[[], bytes]) -> Iterator[bytes]:
+    def frames_into(self, read_into: Callable[[memoryview], int], piece_size: int = FRAME_RAW_SIZE) -> Iterator[bytes]:
+        """Frames of the pieces ``read_into(buffer)`` fills (it returns the number of bytes
+        it put in ``buffer``, 0 at the end), as :meth:`frames_from`.
+
+        Each worker thread reads into its own buffer of ``piece_size`` bytes, allocated
+        once and reused for every piece it compresses (the frame is compressed before the
+        worker reads again): no fresh 4 MiB allocation, page faults and zeroing per piece.
+        The buffers are page-aligned anonymous mappings: the kernel copies from a pipe
+        into a page-aligned buffer at twice the speed it copies into a ``bytearray``,
+        whose data starts a few bytes into a page (measured: 0.4 s against 0.85 s of
+        system time per 800 MB).
+        """
+        import mmap
+
+        local = threading.local()
+
+        def read_piece() -> memoryview:
+            buffer = getattr(local, "buffer", None)
+            if buffer is None:
+                buffer = local.buffer = memoryview(mmap.mmap(-1, piece_size))
+            return buffer[:read_into(buffer)]
+
+        return self.frames_from(read_piece)
+
+    def frames_from(self, read_piece: Callable[[], bytes | memoryview]) -> Iterator[bytes]:
         """Frames of the pieces ``read_piece()`` returns until it returns ``b""``, in order.
 
-        Each worker calls ``read_piece`` itself, in turn (piece n is read by the task
-        for frame n, after piece n - 1), then compresses what it read: the piece is
-        still in the CPU's cache, and no separate reader thread or queue holds more
-        pieces. While one worker compresses, the next one reads, so a producer writing
-        into a pipe is drained. An exception from ``read_piece`` re-raises here, and
-        no later piece is read.
+        ``workers + 1`` threads each call ``read_piece`` themselves, in turn (piece n is
+        read by the task for frame n, after piece n - 1), then compress what they read,
+        at most ``workers`` at a time: one thread can always be reading while
+        ``workers`` compress (the shape of libzstd's own multi-threading, where the
+        caller feeds while the workers compress). A thread that only took turns between
+        reading and compressing would leave a core idle whenever it waited on the
+        producer. The piece is compressed by the thread that read it, still in the
+        CPU's cache, and no separate reader thread or queue holds more pieces. An
+        exception from ``read_piece`` re-raises here, and no later piece is read.
         """
-        if self.workers <= 1:
+        if self.workers < 1:
             while raw := read_piece():
                 yield self._record(self._compress(raw))
             return
         turn = threading.Condition()
+        compressing = threading.BoundedSemaphore(self.workers)
         state = {"next": 0, "done": False}
 
         def task(seq: int) -> tuple[int, bytes, str] | None:
@@ -136,15 +178,19 @@ class FrameCompressor:
                 finally:
                     state["next"] += 1
                     turn.notify_all()
-            return self._compress(raw) if raw else None
+            if not raw:
+                return None
+            with compressing:
+                return self._compress(raw)
 
-        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="zstd") as pool:
+        threads = self.workers + 1
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="zstd") as pool:
             pending: deque[Future] = deque()
             submitted = 0
             try:
                 while True:
-                    # One task more than workers: the next read starts as soon as a worker is free.
-                    while len(pending) <= self.workers:
+                    # One task more than threads: the next read starts as soon as a thread is free.
+                    while len(pending) <= threads:
                         pending.append(pool.submit(task, submitted))
                         submitted += 1
                     result = pending.popleft().result()

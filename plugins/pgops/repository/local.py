@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pgops.durability import fsync_dir, writeback_starter
 from pgops.errors import NotFound, TransientError
 from pgops.repository.base import ObjectInfo, PutResult, Repository, check_key
 
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 
 TMP_PREFIX = ".tmp."
 READ_CHUNK = 1 << 20
+WRITEBACK_EVERY = 8 << 20
 
 
 class LocalRepository(Repository):
@@ -38,20 +40,27 @@ class LocalRepository(Repository):
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.parent / f"{TMP_PREFIX}{final.name}.{secrets.token_hex(4)}"
         digest = hashlib.sha256()
-        size = 0
+        size = flushed = 0
+        writeback = writeback_starter()
         try:
             with open(tmp, "wb") as out:
                 for chunk in chunks:
                     out.write(chunk)
                     digest.update(chunk)
                     size += len(chunk)
+                    if writeback is not None and size - flushed >= WRITEBACK_EVERY:
+                        # Start writing back what is written so far: the fsync below
+                        # then waits for the last few MiB, not the whole object.
+                        out.flush()
+                        writeback(out.fileno(), flushed, size - flushed)
+                        flushed = size
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, final)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         return PutResult(key, size, digest.hexdigest())
 
     def get_stream(self, key: str, start: int = 0, length: int | None = None) -> Iterator[bytes]:
@@ -107,7 +116,7 @@ class LocalRepository(Repository):
             except OSError as exc:
                 raise TransientError(f"cannot delete {key} from {self.location}: {exc}") from exc
         for parent in parents:
-            _fsync_dir(parent)
+            fsync_dir(parent)
             # Drop directories emptied by the delete, up to the repository root.
             while parent != self.root and parent.is_dir() and not any(parent.iterdir()):
                 parent.rmdir()
@@ -128,11 +137,3 @@ class LocalRepository(Repository):
                     except FileNotFoundError:
                         continue
         return removed
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -20,26 +20,8 @@ import stat
 from pathlib import Path, PurePosixPath
 
 from pgops.backup.tarscan import BLOCK, _octal, header_fields
+from pgops.durability import writeback_starter
 from pgops.errors import IntegrityError
-
-
-_SYNC_FILE_RANGE_WRITE = 2
-
-
-def _writeback_starter():
-    """``sync_file_range(fd, off, n, SYNC_FILE_RANGE_WRITE)``: start writing dirty pages
-    back without waiting (what PostgreSQL's pg_flush_data does), so the disk works
-    while extraction goes on and the final syncfs has little left. None off Linux."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        fn = libc.sync_file_range
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
-    return lambda fd, offset, length: fn(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
 def _owner() -> tuple[int, int] | None:
@@ -82,7 +64,7 @@ class _Writer:
         self._pending_bytes = 0
         self._max_pending = max_pending
         self._error: BaseException | None = None
-        self._writeback = _writeback_starter()
+        self._writeback = writeback_starter()
         self._open: set[_OpenFile] = set()
 
     def check(self) -> None:

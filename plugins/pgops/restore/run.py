@@ -22,7 +22,6 @@ same command can simply be rerun.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import re
@@ -39,6 +38,7 @@ from pathlib import Path
 from pgops.backup import wal
 from pgops.backup.inventory import Inventory, scan
 from pgops.config import EncryptionConfig, PgopsConfig, RepositoryConfig
+from pgops.durability import syncfs
 from pgops.errors import ConfigError, IntegrityError, TransientError, UnsafeOperation
 from pgops.postgres.cluster import as_server_user, chown_to_server_user, find_bindir, free_port
 from pgops.repository.base import Repository
@@ -155,19 +155,6 @@ def write_recovery_settings(datadir: Path, plan: RestorePlan, restore_command: s
     (datadir / "recovery.signal").write_text("")
     chown_to_server_user(auto)
     chown_to_server_user(datadir / "recovery.signal")
-
-
-def syncfs(path: Path) -> None:
-    """Flush the file system holding ``path`` (one call instead of an fsync per file)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.syncfs(fd) != 0:
-            raise OSError(ctypes.get_errno(), "syncfs failed")
-    except (OSError, AttributeError):
-        os.sync()
-    finally:
-        os.close(fd)
 
 
 def run_verifybackup(bindir: Path, datadir: Path) -> None:
