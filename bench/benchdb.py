@@ -76,7 +76,8 @@ def pgbackrest_archive_settings(pgbr: str, conf: Path) -> dict:
 def pgbackrest_stanza(pgbr: str, conf: Path, work: Path, cluster: LocalCluster) -> None:
     """Write pgBackRest's configuration (posix repository, zst level 3, process-max 2,
     start-fast) for ``cluster`` and create the stanza."""
-    (work / "pgbr-repo").mkdir(exist_ok=True)
+    for name in ("pgbr-repo", "pgbr-log", "pgbr-lock"):
+        (work / name).mkdir(exist_ok=True)
     conf.write_text(
         "[global]\n"
         f"repo1-path={work / 'pgbr-repo'}\nrepo1-retention-full=1000\n"

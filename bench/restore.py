@@ -69,6 +69,7 @@ def main() -> int:
     args = parser.parse_args()
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="pgops-bench-restore-"))
+    work.mkdir(parents=True, exist_ok=True)
     work.chmod(0o755)
     pgbr = ensure_pgbackrest()
     pgbr_conf = work / "pgbackrest.conf"
@@ -136,7 +137,7 @@ def run_rounds(args, work: Path, size: str, pgbr: str, pgbr_conf: Path, record) 
     print("| tool | median (s) | runs (s) |")
     print("|---|---|---|")
     for name, values in results.items():
-        print(f"| {name} | {med[name]:.2f} | {' '.join(f'{v:.2f}' for v in values)} |")
+        print(f"| {name.replace('|', chr(92) + '|')} | {med[name]:.2f} | {' '.join(f'{v:.2f}' for v in values)} |")
     print("\npgops phases (medians, s): " + ", ".join(f"{k} {statistics.median(v):.2f}" for k, v in phases.items()))
     print(f"pgops / pgBackRest = {med['pgops'] / med['pgbackrest']:.2f} (target <= 1.00; pg_verifybackup "
           f"{statistics.median(phases.get('verifybackup', [0])):.2f} s reported apart)")

@@ -137,7 +137,8 @@ class BackupConfig(_Section):
     wal_schedule: str = Field("@hourly", description="Cron of WAL shipping (UTC).")
     compression_level: int = Field(3, ge=1, le=22, description="zstd level.")
     compression_workers: int = Field(
-        2, ge=0, le=64, description="zstd worker threads (0: compress in the calling thread)."
+        2, ge=0, le=64, description="zstd frames compressed at once, each on its own thread, while one more "
+        "thread reads the stream (as pg_basebackup's workers=N); 0: read and compress in the calling thread."
     )
     checkpoint: Literal["fast", "spread"] = Field(
         "fast", description="pg_basebackup --checkpoint."
