@@ -140,8 +140,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
     request = RestoreRequest(backup_id=args.backup_id, target_time=_timestamp(args.target_time),
                              target_lsn=args.target_lsn, latest=args.latest)
     config = _config(args)
+    settings = {"archive_mode": "off"} if args.archive_mode == "off" else None
     result = run_restore(config, open_repository(config.repository, config.encryption), request, Path(args.to),
-                         start=args.start, port=args.port)
+                         start=args.start, port=args.port, server_settings=settings)
     print(json.dumps(result.to_json(), indent=2))
     if not args.start:
         print(f"pgops: restored into {result.target_dir}; start it with: pg_ctl start -D {result.target_dir} "
@@ -271,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="start the server (as the postgres OS user) and wait until recovery has ended")
     rst.add_argument("--port", type=int, metavar="N", help="port for the restored server (default with --start: "
                      "a free one; its socket goes into the data directory)")
+    rst.add_argument("--archive-mode", choices=("preserve", "off"), default="preserve",
+                     help="preserve (default): the restored server archives WAL as the source was set to; off: "
+                     "archive_mode = off, for a copy that must not push WAL into the source's archive")
     rst.set_defaults(func=cmd_restore)
 
     wf = sub.add_parser(

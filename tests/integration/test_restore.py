@@ -76,6 +76,10 @@ def chain():
         repo = LocalRepository(base / "repo")
         with server.superuser() as conn:
             conn.execute("CREATE TABLE public.probe (id bigserial PRIMARY KEY, label text NOT NULL)")
+            # Settings a restored copy inherits through postgresql.auto.conf (the source
+            # itself is never restarted, so it does not archive): --archive-mode's subject.
+            conn.execute("ALTER SYSTEM SET archive_mode = on")
+            conn.execute("ALTER SYSTEM SET archive_command = 'true'")
         times = {"T1": write_probe(server, "T1")}
         run_full_backup(config, repo)
         times["T2"] = write_probe(server, "T2")
@@ -125,7 +129,9 @@ def test_restore_latest_has_everything_shipped(chain):
         with connect_params({"host": str(target), "port": result.port, "user": "postgres", "dbname": "fixia"},
                             application_name="pgops:test", statement_timeout_s=30) as conn:
             tokens = [r[0] for r in conn.execute("SELECT token FROM pgops.backup_sentinel")]
+            archive_mode = conn.execute("SHOW archive_mode").fetchone()[0]
         assert newest in tokens, "the newest shipping point's sentinel must be in the restored data"
+        assert archive_mode == "on", "the source's settings are preserved by default (--archive-mode preserve)"
     finally:
         stop(target)
 
@@ -219,11 +225,14 @@ def test_the_cli_restores_and_starts_with_airflow_down(chain):
     config_file.write_text(yaml.safe_dump({"repository": {"url": str(chain.repo.root)}}))
     target = chain.base / "restored-cli"
     proc = subprocess.run([sys.executable, "-m", "pgops", "--config", str(config_file), "restore", "--to", str(target),
-                           "--latest", "--start"], capture_output=True, text=True, timeout=600)
+                           "--latest", "--start", "--archive-mode", "off"], capture_output=True, text=True, timeout=600)
     try:
         assert proc.returncode == 0, proc.stderr
         result = json.loads(proc.stdout)
         assert chain.labels(target, result["port"]) == ["T1", "T2", "T3"]
+        with connect_params({"host": str(target), "port": result["port"], "user": "postgres", "dbname": "fixia"},
+                            application_name="pgops:test", statement_timeout_s=30) as conn:
+            assert conn.execute("SHOW archive_mode").fetchone()[0] == "off"
         assert "extracted" in proc.stderr and "recovery finished" in proc.stderr, "progress goes to stderr"
     finally:
         stop(target)
