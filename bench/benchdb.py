@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import statistics
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -87,3 +88,18 @@ def pgbackrest_stanza(pgbr: str, conf: Path, work: Path, cluster: LocalCluster) 
         f"pg1-path={cluster.datadir}\npg1-port={cluster.port}\npg1-socket-path={cluster.socket_dir}\n")
     chown_to_server_user(work)
     subprocess.run(as_server_user([pgbr, f"--config={conf}", "--stanza=bench", "stanza-create"]), check=True)
+
+
+def median_table(results: dict[str, list[float]], stored_bytes: dict[str, int] | None = None) -> dict[str, float]:
+    """Print the Markdown table of each tool's median and rounds (with a stored-size
+    column when ``stored_bytes`` is given); return the medians."""
+    med = {k: statistics.median(v) for k, v in results.items()}
+    stored = " stored (MiB) |" if stored_bytes is not None else ""
+    print(f"| tool | median (s) | runs (s) |{stored}")
+    print("|---|---|---|" + ("---|" if stored_bytes is not None else ""))
+    for name, values in results.items():
+        cell = ""
+        if stored_bytes is not None:
+            cell = f" {stored_bytes[name] / 2**20:.0f} |" if name in stored_bytes else " - |"
+        print(f"| {name.replace('|', chr(92) + '|')} | {med[name]:.2f} | {' '.join(f'{v:.2f}' for v in values)} |{cell}")
+    return med

@@ -32,7 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchdb import CHILD_PRELUDE, ROOT, pgbackrest_archive_settings, pgbackrest_stanza, pgbench_cluster
+from benchdb import (CHILD_PRELUDE, ROOT, median_table, pgbackrest_archive_settings, pgbackrest_stanza,
+                     pgbench_cluster)
 
 from pgops.postgres.cluster import as_server_user
 
@@ -120,13 +121,8 @@ def run_rounds(args, work, cluster, password, size, pgbr, pgbr_conf) -> int:
             results["pgbackrest"].append(pgbr_s)
         print(f"# run {i}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in results.items()), file=sys.stderr, flush=True)
 
-    med = {k: statistics.median(v) for k, v in results.items()}
     print(f"\npgbench scale {args.scale}, databases {size}, {args.runs} runs (medians), warm cache\n")
-    print("| tool | median (s) | runs (s) | stored (MiB) |")
-    print("|---|---|---|---|")
-    for name, values in results.items():
-        stored = f"{sizes[name] / 2**20:.0f}" if name in sizes else "-"
-        print(f"| {name} | {med[name]:.2f} | {' '.join(f'{v:.2f}' for v in values)} | {stored} |")
+    med = median_table(results, sizes)
     print(f"\npgops / floor = {med['pgops'] / med['floor']:.2f} (target <= 1.15)")
     if pgbr:
         print(f"pgops / pgBackRest = {med['pgops'] / med['pgbackrest']:.2f}")

@@ -24,14 +24,13 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchdb import CHILD_PRELUDE, ROOT, pgbench_cluster
+from benchdb import CHILD_PRELUDE, ROOT, median_table, pgbench_cluster
 
 from pgops.postgres.cluster import as_server_user, free_port
 
@@ -118,13 +117,9 @@ def main() -> int:
                 rss.append(child["maxrss_kib"])
                 print(f"# run {i}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in results.items()),
                       file=sys.stderr, flush=True)
-            med = {k: statistics.median(v) for k, v in results.items()}
             print(f"\npgbench scale {args.scale}, databases {size}, moto S3 on loopback, "
                   f"{args.runs} runs (medians)\n")
-            print("| tool | median (s) | runs (s) |")
-            print("|---|---|---|")
-            for name, values in results.items():
-                print(f"| {name} | {med[name]:.2f} | {' '.join(f'{v:.2f}' for v in values)} |")
+            med = median_table(results)
             print(f"\npgops / floor = {med['pgops'] / med['floor']:.2f} (target <= 1.15)")
             if not args.skip_barman:
                 print(f"pgops / barman-cloud-backup = {med['pgops'] / med['barman-cloud-backup']:.2f}")

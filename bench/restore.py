@@ -34,7 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchdb import CHILD_PRELUDE, ROOT, pgbackrest_archive_settings, pgbackrest_stanza, pgbench_cluster
+from benchdb import (CHILD_PRELUDE, ROOT, median_table, pgbackrest_archive_settings, pgbackrest_stanza,
+                     pgbench_cluster)
 from full_backup import ensure_pgbackrest, sh
 
 from pgops.backup.basebackup import run_full_backup
@@ -131,13 +132,9 @@ def run_rounds(args, work: Path, size: str, pgbr: str, pgbr_conf: Path, record) 
         print(f"# run {i}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in results.items())
               + f"; pgops phases {child['timings']}", file=sys.stderr, flush=True)
 
-    med = {k: statistics.median(v) for k, v in results.items()}
     print(f"\npgbench scale {args.scale}, databases {size}, backup {record.raw_size / 2**20:.0f} MiB raw, "
           f"{args.runs} runs (medians), warm cache; to a started server at the backup's consistent point\n")
-    print("| tool | median (s) | runs (s) |")
-    print("|---|---|---|")
-    for name, values in results.items():
-        print(f"| {name.replace('|', chr(92) + '|')} | {med[name]:.2f} | {' '.join(f'{v:.2f}' for v in values)} |")
+    med = median_table(results)
     print("\npgops phases (medians, s): " + ", ".join(f"{k} {statistics.median(v):.2f}" for k, v in phases.items()))
     print(f"pgops / pgBackRest = {med['pgops'] / med['pgbackrest']:.2f} (target <= 1.00; pg_verifybackup "
           f"{statistics.median(phases.get('verifybackup', [0])):.2f} s reported apart)")

@@ -19,7 +19,7 @@ from pgops.backup import catalog, wal
 from pgops.backup.basebackup import run_full_backup
 from pgops.backup.inventory import scan, summarize
 from pgops.backup.verify import verify
-from pgops.backup.walship import WAL_PREFIX, parse_wal_key
+from pgops.backup.walnames import WAL_PREFIX, parse_wal_key
 from pgops.config import parse_config
 from pgops.errors import TransientError
 from pgops.repository import open_repository

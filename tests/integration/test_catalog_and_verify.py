@@ -9,7 +9,8 @@ import pytest
 from pgops.backup.basebackup import run_full_backup
 from pgops.backup.inventory import scan, summarize
 from pgops.backup.verify import verify
-from pgops.backup.walship import WAL_PREFIX, ship_wal
+from pgops.backup.walnames import WAL_PREFIX
+from pgops.backup.walship import ship_wal
 from pgops.cli import main
 from pgops.repository.local import LocalRepository
 

@@ -76,7 +76,8 @@ def test_full_backup_then_wal_shipping_is_one_gap_free_chain(tmp_path, monkeypat
     """The backup creates the slot before it starts, so the WAL from its start on is
     kept and the first WAL run continues the chain without a break."""
     from pgops.backup import wal
-    from pgops.backup.walship import WAL_PREFIX, parse_wal_key, ship_wal
+    from pgops.backup.walnames import WAL_PREFIX, parse_wal_key
+    from pgops.backup.walship import ship_wal
     from pgops.config import parse_config
 
     from .servers import make_fixia, start_cluster

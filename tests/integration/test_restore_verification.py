@@ -14,7 +14,8 @@ import yaml
 
 from pgops.backup import catalog
 from pgops.backup.basebackup import run_full_backup
-from pgops.backup.walship import POINTS_DIR, ship_wal
+from pgops.backup.walnames import POINTS_DIR
+from pgops.backup.walship import ship_wal
 from pgops.config import parse_config
 from pgops.repository.local import LocalRepository
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pgops.backup import wal
-from pgops.backup.walship import WAL_PREFIX, parse_wal_key, ship_wal
+from pgops.backup.walnames import WAL_PREFIX, parse_wal_key
+from pgops.backup.walship import ship_wal
 from pgops.config import parse_config
 from pgops.errors import IntegrityError
 from pgops.repository.local import LocalRepository

@@ -23,7 +23,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from pgops.backup.walnames import IDENTITY_KEY  # noqa: F401  (re-exported: the catalog's key)
+from pgops.backup.walnames import IDENTITY_KEY
 from pgops.errors import IntegrityError, NotFound, UnsafeOperation
 from pgops.repository.base import Repository
 

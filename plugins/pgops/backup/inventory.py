@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from pgops.backup import catalog, wal
-from pgops.backup.walship import POINTS_DIR, WAL_PREFIX, parse_wal_key
+from pgops.backup.walnames import POINTS_DIR, WAL_PREFIX, parse_wal_key
 
 PRUNED_DIR = "wal/pruned/"
 from pgops.repository.base import ObjectInfo, Repository

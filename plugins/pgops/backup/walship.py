@@ -35,7 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from pgops.backup import catalog, wal
-from pgops.backup.walnames import HISTORY_DIR, POINTS_DIR, WAL_PREFIX, parse_wal_key, wal_dir, wal_key  # noqa: F401
+from pgops.backup.walnames import POINTS_DIR, WAL_PREFIX, wal_dir, wal_key
 from pgops.backup.sentinel import write_sentinel
 from pgops.config import PgopsConfig
 from pgops.connections import get_connection
