@@ -11,7 +11,7 @@ if [ -z "${PYTHON:-}" ]; then
     if [ -x /usr/bin/python3 ]; then PYTHON=/usr/bin/python3; else PYTHON=python3; fi
 fi
 apt_needed=()
-for pkg in postgresql-15 postgresql-contrib; do
+for pkg in postgresql-15 postgresql-contrib zstd; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || apt_needed+=("$pkg")
 done
 if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then

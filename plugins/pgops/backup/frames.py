@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from pgops.backup.compress import thread_encoder
+
 FRAME_RAW_SIZE = 4 * 1024 * 1024
 
 
@@ -116,12 +118,7 @@ class FrameCompressor:
         self._local = threading.local()
 
     def _compress(self, raw: bytes | memoryview) -> tuple[int, bytes, str]:
-        import zstandard
-
-        cctx = getattr(self._local, "cctx", None)
-        if cctx is None:
-            cctx = self._local.cctx = zstandard.ZstdCompressor(level=self.level, write_content_size=True)
-        frame = cctx.compress(raw)
+        frame = thread_encoder(self.level)(raw)
         return len(raw), frame, hashlib.sha256(frame).hexdigest()
 
     def _record(self, result: tuple[int, bytes, str]) -> bytes:

@@ -35,8 +35,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from pgops.backup import catalog, wal
-from pgops.backup.walnames import POINTS_DIR, WAL_PREFIX, wal_dir, wal_key
+from pgops.backup.compress import thread_encoder
 from pgops.backup.sentinel import write_sentinel
+from pgops.backup.walnames import POINTS_DIR, WAL_PREFIX, wal_dir, wal_key
 from pgops.config import PgopsConfig
 from pgops.connections import get_connection
 from pgops.errors import IntegrityError, TransientError
@@ -53,8 +54,6 @@ def stored_versions(repo: Repository, name: str) -> list[str]:
 
 def ship_file(repo: Repository, path: Path, level: int = 3) -> tuple[str, bool]:
     """Store one WAL or history file idempotently; returns (key, uploaded?)."""
-    import zstandard
-
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     existing = stored_versions(repo, path.name)
@@ -66,7 +65,7 @@ def ship_file(repo: Repository, path: Path, level: int = 3) -> tuple[str, bool]:
             f"{path.name} is already in {repo.location} with a different checksum ({existing[0]}), "
             f"local copy has sha256 {digest}: refusing to overwrite. Compare both before removing either."
         )
-    repo.put_bytes(key, zstandard.ZstdCompressor(level=level).compress(data))
+    repo.put_bytes(key, thread_encoder(level)(data))
     return key, True
 
 
