@@ -2,10 +2,10 @@
 
 python-zstandard 0.25 bundles zstd 1.5.7, whose compressor pre-splits each full 128 KiB
 block before compressing it (``ZSTD_c_blockSplitterLevel``, new in 1.5.7, on by
-default). On backup data at level 3 that costs 14-16% more CPU than zstd 1.5.4
+default). On backup data at level 3 that costs 13-16% more CPU than zstd 1.5.4
 (Debian's libzstd, the one ``pg_basebackup --compress=client-zstd`` links), and the
-frames come out no smaller; with the pre-splitter off, 1.5.7 costs 2-5% more than 1.5.4
-and its frames are the same size as with it on (best of ten passes over 400 MB of a
+frames come out no smaller; with the pre-splitter off, 1.5.7 is within 5% of 1.5.4
+(0.97 and 1.05 times its CPU) and its frames are the same size as with it on (best of ten passes over 400 MB of a
 pgbench tar stream, two runs: ``bench/zstd_presplit.py``). ``ZstdCompressor`` cannot set
 that parameter, but python-zstandard's cffi backend binds libzstd's whole advanced API,
 so the encoder goes through it. The frames are ordinary zstd frames (content size in
