@@ -3,8 +3,9 @@
 A PostgreSQL 15 cluster writes WAL with pgbench; 64 complete segments are copied out of
 ``pg_wal`` into a staging directory. Then, ``--runs`` times each, interleaved:
 
-* pgops:      ``ship_file`` for each segment (zstd level 3, sha256 of the raw segment,
-              atomic write + fsync), the work of WAL shipping after pg_receivewal;
+* pgops:      ``ship_file`` for each segment (zstd level 3 with one encoder for the run,
+              sha256 of the raw segment, atomic write + fsync), the work of WAL shipping
+              after pg_receivewal;
 * pgBackRest: ``pgbackrest archive-push`` for each segment (compress-type=zst,
               compress-level=3), into its posix repository.
 
@@ -28,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
 
 from pgops.backup import wal  # noqa: E402
+from pgops.backup.compress import frame_encoder  # noqa: E402
 from pgops.backup.walship import ship_file  # noqa: E402
 from pgops.postgres.cluster import (  # noqa: E402
     FIXIA_HBA_LINES, FIXIA_SERVER_SETTINGS, LocalCluster, as_server_user, chown_to_server_user, free_port,
@@ -84,8 +86,9 @@ def main() -> int:
             shutil.rmtree(repo_dir, ignore_errors=True)
             repo = LocalRepository(repo_dir)
             t = time.perf_counter()
+            encode = frame_encoder(3)  # one per run, as ship_wal does
             for p in files:
-                ship_file(repo, p, 3)
+                ship_file(repo, p, 3, encode)
             times["pgops"].append(time.perf_counter() - t)
 
             pgbr_repo = work / f"pgbr-repo-{run}"

@@ -17,7 +17,7 @@ def test_the_pre_splitter_is_switched_off_through_the_cffi_binding():
     assert compress._libzstd() is not None
     encoder = compress.frame_encoder(3)
     assert isinstance(encoder, compress._PresplitOffEncoder)
-    ffi, lib = compress._libzstd()
+    ffi, lib, _ = compress._libzstd()
     value = ffi.new("int *")
     assert lib.ZSTD_CCtx_getParameter(encoder._cctx, lib.ZSTD_c_blockSplitterLevel, value) == 0
     assert value[0] == 1
@@ -59,18 +59,60 @@ def test_without_the_cffi_binding_the_encoder_falls_back_to_zstdcompressor(monke
 
 
 def test_a_libzstd_error_code_is_raised_as_zstderror():
-    ffi, lib = compress._libzstd()
+    ffi, lib, _ = compress._libzstd()
     with pytest.raises(zstandard.ZstdError, match="ZSTD_compress2: "):
         compress._check(lib, ffi, 2**64 - 1, "ZSTD_compress2")  # (size_t)-1: ZSTD_error_GENERIC
     assert compress._check(lib, ffi, 42, "ZSTD_compress2") == 42
 
 
-def test_each_thread_keeps_its_own_encoder_per_level():
-    mine = compress.thread_encoder(3)
-    assert compress.thread_encoder(3) is mine
-    assert compress.thread_encoder(5) is not mine
-    other = []
-    thread = threading.Thread(target=lambda: other.append(compress.thread_encoder(3)))
-    thread.start()
-    thread.join()
-    assert other[0] is not mine
+@pytest.mark.parametrize("level", [0, -1, 23, 100, 3.0, True, "3"])
+def test_a_level_outside_1_to_22_is_refused_on_both_paths(monkeypatch, level):
+    with pytest.raises(ValueError, match="zstd level must be an integer from 1 to 22"):
+        compress.frame_encoder(level)
+    monkeypatch.setattr(compress, "_libzstd", lambda: None)
+    with pytest.raises(ValueError, match="zstd level must be an integer from 1 to 22"):
+        compress.frame_encoder(level)
+
+
+def test_a_libzstd_that_refuses_the_parameter_falls_back_with_a_warning(monkeypatch, caplog):
+    ffi, lib, allocate = compress._libzstd()
+
+    class Refusing:
+        def __getattr__(self, name):
+            return getattr(lib, name)
+
+        @staticmethod
+        def ZSTD_CCtx_setParameter(cctx, param, value):
+            return 2**64 - 1 if param == lib.ZSTD_c_blockSplitterLevel else lib.ZSTD_CCtx_setParameter(cctx, param, value)
+
+    monkeypatch.setattr(compress, "_libzstd", lambda: (ffi, Refusing(), allocate))
+    with caplog.at_level("WARNING", logger="pgops.backup.compress"):
+        encoder = compress.frame_encoder(3)
+    assert not isinstance(encoder, compress._PresplitOffEncoder)
+    assert "cannot switch the block pre-splitter off" in caplog.text
+    assert zstandard.ZstdDecompressor().decompress(encoder(b"x" * 5000)) == b"x" * 5000
+
+
+def test_encoders_on_several_threads_at_once_keep_every_frame_intact():
+    pieces = [os.urandom(3000) + bytes([n]) * (1 << 20) for n in range(24)]
+    results: dict[int, bytes] = {}
+    errors: list[BaseException] = []
+
+    def work(offset: int) -> None:
+        encoder = compress.frame_encoder(3)
+        buffer = memoryview(bytearray(len(pieces[0])))  # reused for every piece, as frames_into does
+        try:
+            for n in range(offset, len(pieces), 3):
+                buffer[:] = pieces[n]
+                results[n] = encoder(buffer)
+        except BaseException as exc:  # noqa: BLE001 (re-raised below, in the test's thread)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    decoder = zstandard.ZstdDecompressor()
+    assert [decoder.decompress(results[n]) for n in range(len(pieces))] == pieces

@@ -35,7 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from pgops.backup import catalog, wal
-from pgops.backup.compress import thread_encoder
+from pgops.backup.compress import Encoder, frame_encoder
 from pgops.backup.sentinel import write_sentinel
 from pgops.backup.walnames import POINTS_DIR, WAL_PREFIX, wal_dir, wal_key
 from pgops.config import PgopsConfig
@@ -52,8 +52,10 @@ def stored_versions(repo: Repository, name: str) -> list[str]:
     return [o.key for o in repo.list(f"{wal_dir(name)}{name}-")]
 
 
-def ship_file(repo: Repository, path: Path, level: int = 3) -> tuple[str, bool]:
-    """Store one WAL or history file idempotently; returns (key, uploaded?)."""
+def ship_file(repo: Repository, path: Path, level: int = 3, encode: Encoder | None = None) -> tuple[str, bool]:
+    """Store one WAL or history file idempotently; returns (key, uploaded?). ``encode``,
+    a :func:`~pgops.backup.compress.frame_encoder` at ``level``, is reused across the
+    files of a run when given; without it the file gets an encoder of its own."""
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     existing = stored_versions(repo, path.name)
@@ -65,7 +67,7 @@ def ship_file(repo: Repository, path: Path, level: int = 3) -> tuple[str, bool]:
             f"{path.name} is already in {repo.location} with a different checksum ({existing[0]}), "
             f"local copy has sha256 {digest}: refusing to overwrite. Compare both before removing either."
         )
-    repo.put_bytes(key, thread_encoder(level)(data))
+    repo.put_bytes(key, (encode or frame_encoder(level))(data))
     return key, True
 
 
@@ -238,8 +240,9 @@ def ship_wal(config: PgopsConfig, repo: Repository, *, timeout_s: int = 1800) ->
         if proc.returncode != 0:
             raise TransientError(f"pg_receivewal exited with status {proc.returncode}: {proc.stderr.strip()[-2000:]}")
 
+    encode = frame_encoder(config.backup.compression_level)  # one for the run, freed after it
     for path in spool_files(spool):
-        key, uploaded = ship_file(repo, path, config.backup.compression_level)
+        key, uploaded = ship_file(repo, path, config.backup.compression_level, encode)
         (result.shipped if uploaded else result.already_stored).append(path.name)
         path.unlink()  # only after the repository confirmed the object
         log.info("%s %s", "shipped" if uploaded else "already stored", key)
