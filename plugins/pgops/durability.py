@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -17,15 +18,25 @@ from pathlib import Path
 _SYNC_FILE_RANGE_WRITE = 2
 
 
+@functools.cache
+def _libc_function(name: str):
+    """libc's ``name`` (with errno kept for ctypes.get_errno), or None where it is
+    missing (not Linux); looked up once."""
+    try:
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True), name)
+    except (OSError, AttributeError):
+        return None
+
+
+@functools.cache
 def writeback_starter() -> Callable[[int, int, int], object] | None:
     """``start(fd, offset, length)``: ``sync_file_range(fd, offset, length,
     SYNC_FILE_RANGE_WRITE)``, which starts writing dirty pages back without waiting
-    (what PostgreSQL's pg_flush_data does). It makes nothing durable by itself; an
-    fsync or syncfs must still follow. None where the call is missing (not Linux)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        fn = libc.sync_file_range
-    except (OSError, AttributeError):
+    (what PostgreSQL's pg_flush_data does). It makes nothing durable by itself, and its
+    errors are left to the fsync or syncfs that must still follow (the kernel reports a
+    failed writeback there). None where the call is missing (not Linux)."""
+    fn = _libc_function("sync_file_range")
+    if fn is None:
         return None
     fn.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
     return lambda fd, offset, length: fn(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
@@ -41,14 +52,18 @@ def fsync_dir(path: Path) -> None:
 
 
 def syncfs(path: Path) -> None:
-    """Flush the file system holding ``path`` (one call instead of an fsync per file);
-    falls back to sync(2) where syncfs is missing."""
+    """Flush the file system holding ``path`` (one call instead of an fsync per file).
+    A failed flush (syncfs reports the writeback errors of the file system since Linux
+    5.8) raises OSError: the files are not known to be on disk. Only where syncfs is
+    missing does it fall back to sync(2), which reports nothing."""
+    fn = _libc_function("syncfs")
+    if fn is None:
+        os.sync()
+        return
     fd = os.open(path, os.O_RDONLY)
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.syncfs(fd) != 0:
-            raise OSError(ctypes.get_errno(), "syncfs failed")
-    except (OSError, AttributeError):
-        os.sync()
+        if fn(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"syncfs of the file system holding {path} failed: {os.strerror(err)}")
     finally:
         os.close(fd)

@@ -17,7 +17,7 @@ from pgops.backup.basebackup import run_full_backup
 from pgops.backup.inventory import scan, summarize
 from pgops.backup.walship import ship_wal
 from pgops.config import parse_config
-from pgops.errors import ConfigError, IntegrityError, NotFound, UnsafeOperation
+from pgops.errors import ConfigError, IntegrityError, NotFound, TransientError, UnsafeOperation
 from pgops.postgres.session import connect_params
 from pgops.repository.local import LocalRepository
 from pgops.restore.plan import RestoreRequest
@@ -192,6 +192,21 @@ def test_a_corrupt_frame_is_named_and_the_partial_restore_removed(chain, tmp_pat
         assert not target.exists()
     finally:
         shutil.rmtree(repo_copy, ignore_errors=True)
+
+
+def test_a_failed_flush_of_the_restored_files_fails_the_restore_and_removes_them(chain, monkeypatch):
+    import errno
+
+    from pgops.restore import run as restore_run
+
+    def failing_syncfs(path):
+        raise OSError(errno.EIO, f"syncfs of the file system holding {path} failed: Input/output error")
+
+    monkeypatch.setattr(restore_run, "syncfs", failing_syncfs)
+    target = chain.base / "restored-unflushed"
+    with pytest.raises(TransientError, match="flushing the restored files to disk failed: .*Input/output error"):
+        run_restore(chain.config, chain.repo, RestoreRequest(latest=True), target)
+    assert not target.exists()
 
 
 def test_a_missing_wal_segment_is_named_as_a_gap(chain):

@@ -85,14 +85,12 @@ def frame_encoder(level: int) -> Encoder:
     22, else ValueError); use it from one thread only, and keep it for the next piece."""
     if isinstance(level, bool) or not isinstance(level, int) or not MIN_LEVEL <= level <= MAX_LEVEL:
         raise ValueError(f"zstd level must be an integer from {MIN_LEVEL} to {MAX_LEVEL}, not {level!r}")
+    import zstandard
+
     binding = _libzstd()
     if binding is not None:
-        import zstandard
-
         try:
             return _PresplitOffEncoder(level, *binding)
         except zstandard.ZstdError as exc:  # a libzstd that refuses the parameter: same frames, more CPU
             log.warning("zstd: cannot switch the block pre-splitter off (%s); using ZstdCompressor", exc)
-    import zstandard
-
     return zstandard.ZstdCompressor(level=level, write_content_size=True).compress

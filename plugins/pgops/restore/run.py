@@ -291,7 +291,11 @@ def run_restore(
         except BaseException:
             extractor.abort()
             raise
-        syncfs(target)
+        try:
+            syncfs(target)
+        except OSError as exc:  # a failed writeback: the files are not known to be on disk
+            raise TransientError(f"flushing the restored files to disk failed: {exc} (fix the target, then rerun)") \
+                from exc
         result.files = extractor.files
         result.timings_s["download_extract"] = round(time.monotonic() - t1, 3)
         log.info("restore %s: %d files, %.0f MiB extracted in %.1fs", record.id, extractor.files,
