@@ -18,8 +18,9 @@ point-in-time recovery kept `retention.pitr_days`; incomplete backups older than
 Nothing is deleted when any catalog entry is unreadable (the task fails naming it).
 Trigger with `{"dry_run": true}` to log the plan and delete nothing.
 
-**Backfills and runs for past intervals** do nothing and say so in the log: a backup is
-always of the database as it is now.
+**Backfills and runs for past intervals** do nothing and say so in the log (both tasks
+skip): a backup is always of the database as it is now, and retention judged from a past
+"now" would keep the wrong things.
 
 **When it fails**: `ConfigError` / `UnsafeOperation` / `IntegrityError` fail at once
 (bad setting, a repository of another cluster, a stream without its manifest);
@@ -66,7 +67,7 @@ def pgops_full_backup():
 
         return tasks.full_backup(context, FULL_BACKUP)
 
-    # Prune also after a skipped (stale or backfill) backup, but never after a failed one.
+    # Prune also after a skipped backup (it then decides for itself), never after a failed one.
     @task(trigger_rule=TriggerRule.NONE_FAILED, execution_timeout=timedelta(hours=1))
     def prune(**context) -> dict:
         from pgops.backup import tasks

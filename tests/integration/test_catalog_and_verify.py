@@ -93,6 +93,19 @@ def test_verify_names_a_deleted_wal_segment(filled, tmp_path, capsys):
     assert name in capsys.readouterr().out
 
 
+def test_verify_names_wal_lost_at_the_end_of_the_archive(filled, tmp_path):
+    """The newest segments gone leave no gap between stored ones; the shipping runs'
+    records of how far they shipped still show the loss."""
+    repo = copy_repo(filled, tmp_path)
+    segments = sorted(o.key for o in repo.list(WAL_PREFIX) if "/points/" not in o.key and ".history" not in o.key)
+    lost = segments[-2:]
+    repo.delete(lost)
+    names = [key.rsplit("/", 1)[-1][:24] for key in lost]
+    problems = verify(repo).problems
+    assert any(f"WAL {names[0]}..{names[1]} on timeline 1 is missing" in p for p in problems), problems
+    assert verify(filled[0]).problems == []
+
+
 def test_verify_names_a_corrupted_wal_segment(filled, tmp_path):
     repo = copy_repo(filled, tmp_path)
     key = sorted(o.key for o in repo.list(WAL_PREFIX) if "/points/" not in o.key)[0]

@@ -67,6 +67,23 @@ def test_prune_removes_the_expired_backup_and_old_wal_and_the_rest_verifies(two_
     assert prune(repo, POLICY, later((old, new))).empty  # nothing more to do
 
 
+def test_the_kept_older_backup_is_an_island_not_a_gap(two_backups, repo):
+    """Both backups kept, no PITR window: the WAL between A's end and B's start goes,
+    leaving A's own WAL as an island. Neither list nor verify calls that a gap, and a
+    later prune from an earlier "now" does not move the cut-off back."""
+    _, (old, new) = two_backups
+    keep_both = Policy(full_days=1, min_full_backups=2, pitr_days=0, incomplete_grace_hours=1)
+    plan = prune(repo, keep_both, later((old, new)))
+    assert plan.keep_backups == [old.id, new.id] and plan.delete_wal
+    view = summarize(scan(repo))
+    assert view["wal"][0]["gaps"] == [] and view["problems"] == []
+    assert verify(repo, full=True).problems == []
+    again = prune(repo, Policy(full_days=30, min_full_backups=2, pitr_days=30, incomplete_grace_hours=1),
+                  old.stop_time + timedelta(minutes=1))
+    assert again.empty and again.wal_cutoffs == {}
+    assert verify(repo).problems == [] and summarize(scan(repo))["wal"][0]["gaps"] == []
+
+
 def test_an_interrupted_prune_is_finished_by_the_next_one(two_backups, repo):
     _, (old, new) = two_backups
     # As if the prune died after deleting the data but before backup.json.

@@ -115,16 +115,35 @@ def test_retention_invariants(cat):
     assert again.empty, again.describe()
 
 
-def test_the_default_policy_on_a_month_of_daily_backups():
+def daily_backups(days: int) -> tuple[list[BackupFacts], list[WalFile]]:
+    """A backup a day (d00 the newest, an hour old), 96 segments apart, and all their WAL."""
     backups = []
-    for day in range(45):
+    for day in range(days):
         stop = NOW - timedelta(days=day, hours=1)
         seg = 10_000 - day * 96
         backups.append(BackupFacts(f"d{day:02d}", "complete", (f"backups/d{day:02d}/backup.json",),
                                    f"backups/d{day:02d}/backup.json", 1, seg, seg + 1, stop, stop))
-    wal = [WalFile(1, n, f"wal/{n}") for n in range(10_000 - 44 * 96, 10_002)]
+    return backups, [WalFile(1, n, f"wal/{n}") for n in range(10_000 - (days - 1) * 96, 10_002)]
+
+
+def test_the_default_policy_on_a_month_of_daily_backups():
+    backups, wal = daily_backups(45)
     plan = plan_retention(backups, wal, [], Policy(), NOW)
     kept = set(plan.keep_backups)
     assert kept == {f"d{d:02d}" for d in range(30)}  # stopped within 30 days (day 29: 29d 1h ago)
     assert plan.pitr_base == "d07"  # newest at or before now - 7 days
     assert min(w.number for w in wal if w.key not in set(plan.delete_wal)) == 10_000 - 29 * 96
+
+
+def test_the_wal_cutoff_only_moves_forward():
+    """A past "now" (or a longer policy) keeps more backups, but WAL already deleted does
+    not come back: the recorded cut-off is never lowered, so verify does not start
+    reporting the islands below it as gaps."""
+    backups, wal = daily_backups(20)
+    now_plan = plan_retention(backups, wal, [], Policy(), NOW)
+    assert now_plan.wal_cutoffs == {1: 10_000 - 7 * 96}  # the PITR base d07's start
+    assert plan_retention(backups, wal, [], Policy(), NOW, pruned=now_plan.wal_cutoffs).wal_cutoffs == {}
+    earlier = plan_retention(backups, wal, [], Policy(), NOW - timedelta(days=5), pruned=now_plan.wal_cutoffs)
+    assert earlier.pitr_base == "d12" and earlier.wal_cutoffs == {}
+    later = plan_retention(backups, wal, [], Policy(), NOW + timedelta(days=2), pruned=now_plan.wal_cutoffs)
+    assert later.wal_cutoffs == {1: 10_000 - 5 * 96}

@@ -60,3 +60,24 @@ def test_parts_are_cut_at_exact_sizes_from_chunks_of_any_size(sizes):
         bodies = [client.parts[n] for n in sorted(client.parts)]
         assert b"".join(bodies) == data
         assert all(len(b) == MIN_PART for b in bodies[:-1]) and 0 < len(bodies[-1]) <= MIN_PART
+
+
+def _client_error(code: str, status: int):
+    from botocore.exceptions import ClientError
+
+    return ClientError({"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+                       "PutObject")
+
+
+def test_s3_errors_map_to_what_the_operator_should_do():
+    from pgops.errors import ConfigError, NotFound, TransientError
+    from pgops.repository.s3 import _map_error
+
+    # A request that did not arrive whole is worth retrying, though S3 answers 400.
+    for code in ("RequestTimeout", "IncompleteBody", "BadDigest"):
+        assert isinstance(_map_error(_client_error(code, 400), "put k"), TransientError), code
+    for code, status in (("AccessDenied", 403), ("NoSuchBucket", 404), ("InvalidArgument", 400),
+                         ("MalformedXML", 400)):
+        assert isinstance(_map_error(_client_error(code, status), "put k"), ConfigError), code
+    assert isinstance(_map_error(_client_error("NoSuchKey", 404), "get k"), NotFound)
+    assert isinstance(_map_error(_client_error("InternalError", 500), "put k"), TransientError)

@@ -17,9 +17,9 @@ from datetime import datetime
 
 from pgops.backup import catalog, wal
 from pgops.backup.walnames import POINTS_DIR, WAL_PREFIX, parse_wal_key
+from pgops.repository.base import ObjectInfo, Repository
 
 PRUNED_DIR = "wal/pruned/"
-from pgops.repository.base import ObjectInfo, Repository
 
 log = logging.getLogger(__name__)
 
@@ -153,13 +153,15 @@ def summarize(inv: Inventory) -> dict:
     wal_summary = []
     for tli, numbers in sorted(segs.items()):
         runs = _runs(sorted(numbers))
+        # Below the pruning cut-off only the WAL of kept backups is left, on purpose.
+        gap_from = max(runs[0][0], inv.pruned.get(tli, 0))
         wal_summary.append({
             "timeline": tli,
             "segments": len(numbers),
             "first": wal.Segment(tli, runs[0][0], size).name,
             "last": wal.Segment(tli, runs[-1][1], size).name,
             "gaps": [[wal.Segment(tli, a, size).name, wal.Segment(tli, b, size).name]
-                     for a, b in wal.find_gaps(numbers, runs[0][0], runs[-1][1])],
+                     for a, b in wal.find_gaps(numbers, gap_from, runs[-1][1])],
         })
     return {"format": CATALOG_FORMAT, "backups": backups, "chains": chains, "wal": wal_summary,
             "problems": list(inv.problems)}

@@ -108,8 +108,11 @@ class Plan:
 
 
 def plan_retention(backups: list[BackupFacts], wal_files: list[WalFile], points: list[Point],
-                   policy: Policy, now: datetime, problems: list[str] = ()) -> Plan:
-    """Decide what to delete. Pure: same input, same plan."""
+                   policy: Policy, now: datetime, problems: list[str] = (),
+                   pruned: dict[int, int] | None = None) -> Plan:
+    """Decide what to delete. Pure: same input, same plan. ``pruned`` holds the cut-off
+    segments already recorded per timeline: a cut-off only ever moves forward (WAL
+    deleted once does not come back when the policy or "now" would keep more)."""
     plan = Plan()
     unreadable = [b.id for b in backups if b.status == "unreadable"]
     if unreadable or problems:
@@ -168,9 +171,11 @@ def plan_retention(backups: list[BackupFacts], wal_files: list[WalFile], points:
         newest_on = {}
         for w in wal_files:
             newest_on[w.timeline] = max(newest_on.get(w.timeline, -1), w.number)
-        plan.wal_cutoffs = {t: (base.start_segment if t == base.timeline else last + 1)
-                            for t, last in newest_on.items() if t <= base.timeline}
-        plan.wal_cutoffs.setdefault(base.timeline, base.start_segment)
+        cutoffs = {t: (base.start_segment if t == base.timeline else last + 1)
+                   for t, last in newest_on.items() if t <= base.timeline}
+        cutoffs.setdefault(base.timeline, base.start_segment)
+        recorded = pruned or {}
+        plan.wal_cutoffs = {t: c for t, c in cutoffs.items() if c > recorded.get(t, -1)}
         # Shipping points older than the base's stop time can no longer be reached.
         plan.delete_points = sorted(p.key for p in points if p.time < base.stop_time)
     return plan
@@ -233,8 +238,9 @@ def prune(repo, policy: Policy, now: datetime, *, dry_run: bool = False) -> Plan
     """Scan, plan, log the plan, and (unless ``dry_run``) apply it."""
     from pgops.backup.inventory import scan
 
-    backups, wal_files, points, problems = facts_from_inventory(scan(repo))
-    plan = plan_retention(backups, wal_files, points, policy, now, problems)
+    inv = scan(repo)
+    backups, wal_files, points, problems = facts_from_inventory(inv)
+    plan = plan_retention(backups, wal_files, points, policy, now, problems, inv.pruned)
     for line in plan.describe().splitlines():
         log.info("retention%s: %s", " (dry run)" if dry_run else "", line)
     if plan.refused:

@@ -88,14 +88,33 @@ def fail_on_chain_break(problems: list[str]) -> None:
         "(one was requested):\n  " + "\n  ".join(problems))
 
 
+def run_time(context: dict[str, Any]) -> datetime:
+    """The run's "now": its data interval end, else the time the run was due
+    (``run_after``). Never the wall clock: a rerun of the same run plans the same."""
+    now = context.get("data_interval_end")
+    if now is None:
+        now = getattr(context.get("dag_run"), "run_after", None)
+    if now is None:
+        raise UnsafeOperation("the run has neither a data interval end nor a run_after time: "
+                              "refusing to prune against the wall clock")
+    return now
+
+
 def prune(context: dict[str, Any]) -> dict[str, Any]:
     """Retention pruning after a full backup. ``now`` is the run's data interval end;
-    the ``dry_run`` param logs the plan and deletes nothing."""
+    the ``dry_run`` param logs the plan and deletes nothing. Backfills and stale runs do
+    nothing, as the backup does: retention judged from a past "now" keeps too much and
+    could only move the WAL cut-off backwards."""
     from pgops.backup.retention import policy_from_config, prune as run
     from pgops.repository import open_repository
 
     config = load_config()
-    now = context.get("data_interval_end") or datetime.now(timezone.utc)
+    reason = _guard(context, timedelta(days=1))
+    if reason:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        raise AirflowSkipException(reason)
+    now = run_time(context)
     dry_run = bool((context.get("params") or {}).get("dry_run", False))
     plan = run(open_repository(config.repository, config.encryption), policy_from_config(config), now, dry_run=dry_run)
     return {**plan.to_json(), "dry_run": dry_run, "now": now.isoformat()}

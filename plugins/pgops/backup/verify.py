@@ -172,6 +172,21 @@ def continuity_problems(inv: Inventory) -> list[str]:
             last = wal.Segment(tli, min(numbers) - 1, size).name
             problems.append(f"WAL gap {first}..{last} on timeline {tli} right after the newest backup {rec.id}: "
                             "it cannot be rolled forward")
+    # Each shipping run recorded how far it shipped: the stored WAL must still reach the
+    # newest such point on each timeline (segments deleted or lost at the end of the
+    # archive leave no gap between stored segments to see).
+    newest_point: dict[int, int] = {}
+    for point in inv.points:
+        newest_point[point.timeline] = max(newest_point.get(point.timeline, 0), point.lsn)
+    for tli, lsn in sorted(newest_point.items()):
+        if lsn <= inv.pruned.get(tli, 0) * size:
+            continue  # that timeline's WAL was pruned past the point
+        needed = wal.segment_of(tli, lsn - 1, size).number
+        have = max(segs.get(tli, set()), default=None)
+        if have is None or have < needed:
+            first = wal.Segment(tli, have + 1 if have is not None else needed, size).name
+            problems.append(f"WAL {first}..{wal.Segment(tli, needed, size).name} on timeline {tli} is missing: "
+                            f"shipping recorded WAL up to {wal.format_lsn(lsn)} as stored")
     for tli in sorted(segs):
         if tli > 1 and f"{tli:08X}.history" not in inv.history_objects:
             problems.append(f"timeline {tli} has WAL but no {tli:08X}.history file")

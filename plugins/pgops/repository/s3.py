@@ -40,6 +40,11 @@ READ_CHUNK = 1 << 20
 READ_RESUMES = 5
 UPLOADS_IN_FLIGHT = 2
 
+# HTTP 400 answers that say the request did not get through whole, not that it is wrong:
+# still transient once botocore's own retries are spent.
+_TRANSIENT_CODES = {"RequestTimeout", "RequestTimeoutException", "IncompleteBody", "PriorRequestNotComplete",
+                    "BadDigest", "InternalError", "SlowDown", "ServiceUnavailable"}
+
 _CONFIG_CODES = {
     "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket",
     "InvalidBucketName", "AllAccessDisabled", "KMS.NotFoundException", "InvalidArgument",
@@ -65,6 +70,8 @@ def _map_error(exc: Exception, what: str) -> PgopsError:
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         if code in ("NoSuchKey", "404", "NotFound"):
             return NotFound(f"{what}: not found")
+        if code in _TRANSIENT_CODES:
+            return TransientError(f"{what}: {code}: {exc}")
         if code in _CONFIG_CODES or status in (400, 401, 403):
             return ConfigError(f"{what}: {code or status}: {exc}")
         return TransientError(f"{what}: {code or status}: {exc}")
