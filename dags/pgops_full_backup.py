@@ -16,7 +16,13 @@ kept `retention.full_days` with at least `retention.min_full_backups`, WAL for
 point-in-time recovery kept `retention.pitr_days`; incomplete backups older than
 `retention.incomplete_grace_hours` removed. "Now" is the run's data interval end.
 Nothing is deleted when any catalog entry is unreadable (the task fails naming it).
-Trigger with `{"dry_run": true}` to log the plan and delete nothing.
+Trigger with `{"dry_run": true}` to log the plan and delete nothing (no backup is taken
+in a dry run either).
+
+**Verification** (`verify`, after pruning): `backup.verify_sample` backup objects and as
+many WAL segments, chosen at random, re-read and checked against their sha256; WAL
+continuity from each backup on (gaps, timelines, WAL lost at the end); every object's
+size. Any problem fails the task, naming each (`pgops backups verify` shows the same).
 
 **Backfills and runs for past intervals** do nothing and say so in the log (both tasks
 skip): a backup is always of the database as it is now, and retention judged from a past
@@ -58,7 +64,7 @@ WAL_CHAIN_BREAK = Asset(WAL_CHAIN_BREAK_ASSET)
     doc_md=__doc__,
     default_args=default_args(retries=2, execution_timeout=timedelta(hours=6), pool=BACKUP_POOL),
     params={"dry_run": Param(False, type="boolean",
-                             description="Prune: log what retention would delete, delete nothing.")},
+                             description="Take no backup; prune logs what retention would delete and deletes nothing.")},
 )
 def pgops_full_backup():
     @task(outlets=[FULL_BACKUP])
@@ -74,7 +80,13 @@ def pgops_full_backup():
 
         return tasks.prune(context)
 
-    full_backup() >> prune()
+    @task(execution_timeout=timedelta(hours=2))
+    def verify(**context) -> dict:
+        from pgops.backup import tasks
+
+        return tasks.verify(context)
+
+    full_backup() >> prune() >> verify()
 
 
 pgops_full_backup()

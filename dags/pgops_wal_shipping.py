@@ -9,9 +9,12 @@ the spool. A rerun after a crash ships exactly what is missing.
 
 **Chain breaks fail the run loudly**: a missing or invalidated slot (`wal_status =
 lost`, raise `max_slot_wal_keep_size` or ship more often), a timeline switch, or WAL
-that cannot be received means point-in-time recovery has a gap. Then
+received but lost with its spool means point-in-time recovery has a gap. The break is
+written to the repository (`wal/breaks/`) before anything else, then
 `announce_chain_break` emits the Asset `x-pgops://fixia/wal-chain-break`, which starts a
 full backup (a new chain), and `fail_on_chain_break` turns the run red with the reason.
+Every run stays red, naming the break, until a full backup has completed after it
+(WAL is still shipped meanwhile). `pgops backups list` shows each recorded break.
 
 **Other failures**: a segment already stored with a different checksum
 (`IntegrityError`) is never overwritten: compare the two copies. A repository of

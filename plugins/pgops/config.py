@@ -64,7 +64,8 @@ class RepositoryConfig(_Section):
     part_size_mib: int = Field(
         16, ge=5, le=5120,
         description="First multipart part size; doubles every 1,000 parts so streams of unknown "
-        "length fit S3's 10,000 parts (16 MiB: about 12 TiB). About four parts are held in memory.",
+        "length fit S3's 10,000 parts (16 MiB: about 12 TiB). About four parts are held in memory, so "
+        "memory grows with the parts: 64 MiB at first, about 2 GiB by the end of a 1 TB backup.",
     )
     sse: Literal["none", "AES256", "aws:kms"] = Field(
         "none", description="Server-side encryption of stored objects."
@@ -148,6 +149,11 @@ class BackupConfig(_Section):
     )
     slot_name: str = Field("pgops", description="Physical replication slot owned by pgops.")
     spool_dir: str = Field("var/spool", description="Local spool for pg_receivewal.")
+    verify_sample: int = Field(
+        3, ge=0, le=10_000, description="After each full backup and prune, the DAG's verify task re-reads this "
+        "many backup objects and as many WAL segments, chosen at random, and checks their sha256; WAL "
+        "continuity and object sizes are always checked. `pgops backups verify --full` reads everything."
+    )
 
     _check_schedules = field_validator("full_schedule", "wal_schedule")(_check_schedule)
 

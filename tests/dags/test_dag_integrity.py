@@ -68,3 +68,16 @@ def test_dag_files_do_no_heavy_imports_at_parse_time(path):
     assert heavy == set()
     airflow_imports = {n for n in names if n.startswith("airflow")}
     assert airflow_imports <= {"airflow.sdk"}, "authoring imports come only from airflow.sdk"
+
+
+def test_backup_work_shares_the_one_slot_pool(dagbag):
+    """WAL shipping, full backups, pruning and verification never run over each other:
+    every task of the backup DAGs takes the one slot of the pgops_backup pool."""
+    from pgops.orchestration import BACKUP_POOL
+
+    for dag_id in ("pgops_full_backup", "pgops_wal_shipping"):
+        dag = dagbag.dags[dag_id]
+        assert {t.pool for t in dag.tasks} == {BACKUP_POOL}, dag_id
+        assert {t.pool_slots for t in dag.tasks} == {1}, dag_id
+    assert [t.task_id for t in dagbag.dags["pgops_full_backup"].topological_sort()] == \
+        ["full_backup", "prune", "verify"]

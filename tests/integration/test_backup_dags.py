@@ -63,7 +63,7 @@ def test_full_backup_dag_commits_a_backup(backup_env, airflow_db):
                and e["start_lsn"] == entry.record.start_lsn for e in extras)
 
 
-def test_wal_dag_is_red_on_a_chain_break_and_green_after(backup_env, airflow_db):
+def test_wal_dag_is_red_on_a_chain_break_until_a_full_backup(backup_env, airflow_db):
     server, repo = backup_env
     dag = load_dag("pgops_wal_shipping")
     assert dag.test().state == "success"  # empty repository: the archive starts
@@ -75,7 +75,13 @@ def test_wal_dag_is_red_on_a_chain_break_and_green_after(backup_env, airflow_db)
                              "fail_on_chain_break": "failed"}
     assert repo.list("wal/00000001")  # what could be shipped was shipped
 
-    second = dag.test()
-    assert second.state == "success"
-    assert states(second) == {"ship_wal": "success", "announce_chain_break": "skipped",
-                              "fail_on_chain_break": "skipped"}
+    second = dag.test()  # the slot is back, the gap is not: still red until a full backup
+    assert second.state == "failed"
+    assert states(second) == {"ship_wal": "success", "announce_chain_break": "success",
+                              "fail_on_chain_break": "failed"}
+
+    assert load_dag("pgops_full_backup").test().state == "success"  # what the Asset event starts
+    third = dag.test()
+    assert third.state == "success"
+    assert states(third) == {"ship_wal": "success", "announce_chain_break": "skipped",
+                             "fail_on_chain_break": "skipped"}

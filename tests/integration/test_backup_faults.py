@@ -120,11 +120,15 @@ def test_killed_mid_wal_ship_then_rerun(tmp_path):
         with server.superuser() as conn:
             conn.execute("CREATE TABLE t AS SELECT g, repeat(md5(g::text), 8) FROM generate_series(1, 400000) g")
         proc = pgops_cli(["backup", "wal"], env, config_file)
+        killed = False
         for line in proc.stderr:  # kill right after the first segment is confirmed
             if "shipped wal/" in line:
                 os.killpg(proc.pid, signal.SIGKILL)
+                killed = True
                 break
-        proc.wait()
+        assert proc.wait() == -signal.SIGKILL and killed, "the run must be killed mid-way, not finish"
+        spooled = [p for p in (tmp_path / "spool" / "pgops").iterdir() if not p.name.endswith(".partial")]
+        assert spooled, "the kill must leave received segments unshipped in the spool"
         rerun = pgops_cli(["backup", "wal"], env, config_file)
         out, err = rerun.communicate(timeout=120)
         assert rerun.returncode == 0, err

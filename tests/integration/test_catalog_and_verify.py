@@ -56,7 +56,7 @@ def test_list_cli_json_is_the_documented_form(filled, capsys, monkeypatch, tmp_p
     cfg.write_text(f"repository:\n  url: {repo.root}\n")
     assert main(["--config", str(cfg), "backups", "list", "--json"]) == 0
     view = json.loads(capsys.readouterr().out)
-    assert set(view) == {"format", "backups", "chains", "wal", "problems"} and view["format"] == 1
+    assert set(view) == {"format", "backups", "chains", "wal", "chain_breaks", "problems"} and view["format"] == 1
     assert main(["--config", str(cfg), "backups", "list"]) == 0
     assert "chain on timeline 1" in capsys.readouterr().out
 

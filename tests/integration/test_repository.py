@@ -103,12 +103,23 @@ def test_a_failing_stream_stores_nothing(repo):
         assert uploads == [], "the failed multipart upload must be aborted"
 
 
-def test_delete_in_batches_and_missing_keys_are_fine(repo):
+def test_delete_in_batches_and_missing_keys_are_fine(repo, monkeypatch):
     keys = [f"wal/1/{i:05d}" for i in range(1005)]
     for key in keys:
         repo.put_bytes(key, b"")
+    batches = []
+    if isinstance(repo, S3Repository):  # the S3 server here accepts more; S3 itself takes 1,000 at most
+        real = repo.client.delete_objects
+
+        def spy(**kw):
+            batches.append(len(kw["Delete"]["Objects"]))
+            return real(**kw)
+
+        monkeypatch.setattr(repo.client, "delete_objects", spy)
     repo.delete(keys + ["wal/1/never-existed"])
     assert repo.list("wal/") == []
+    if isinstance(repo, S3Repository):
+        assert batches == [1000, 6]
 
 
 def test_local_interrupted_write_leaves_only_a_swept_temp_file(tmp_path):

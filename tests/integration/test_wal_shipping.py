@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from pgops.backup import wal
-from pgops.backup.walnames import WAL_PREFIX, parse_wal_key
+from pgops.backup.basebackup import run_full_backup
+from pgops.backup.inventory import scan, summarize
+from pgops.backup.verify import verify
+from pgops.backup.walnames import BREAKS_DIR, WAL_PREFIX, parse_wal_key
 from pgops.backup.walship import ship_wal
 from pgops.config import parse_config
 from pgops.errors import IntegrityError
@@ -42,7 +47,7 @@ def write_wal(server, mib: int) -> None:
 
 def stored_segments(repo) -> list[wal.Segment]:
     names = [parse_wal_key(o.key)[0] for o in repo.list(WAL_PREFIX) if "/history/" not in o.key
-             and not o.key.startswith("wal/points/")]
+             and not o.key.startswith(("wal/points/", "wal/breaks/"))]
     return sorted(wal.parse_segment(n) for n in names)
 
 
@@ -101,7 +106,7 @@ def test_a_different_segment_under_a_stored_name_is_refused(server, config):
     assert (spool / first.name).exists(), "the conflicting file is kept for inspection"
 
 
-def test_a_dropped_slot_is_a_chain_break(server, config):
+def test_a_dropped_slot_is_a_chain_break_reported_until_a_full_backup(server, config):
     repo = LocalRepository(config.repository.local_path())
     ship_wal(config, repo)
     with server.superuser() as conn:
@@ -109,3 +114,78 @@ def test_a_dropped_slot_is_a_chain_break(server, config):
     write_wal(server, 20)
     result = ship_wal(config, repo)
     assert any("did not exist" in b for b in result.chain_breaks)
+    (record,) = repo.list(BREAKS_DIR)
+
+    # The slot is healthy again, but the gap is not closed: a retry or the next run says so.
+    again = ship_wal(config, repo)
+    assert len(again.chain_breaks) == 1 and record.key in again.chain_breaks[0], again.chain_breaks
+    assert "did not exist" in again.chain_breaks[0]
+    assert [b["acknowledged"] for b in summarize(scan(repo))["chain_breaks"]] == [False]
+
+    run_full_backup(config, repo)  # the new chain
+    assert ship_wal(config, repo).chain_breaks == []
+    assert [b["acknowledged"] for b in summarize(scan(repo))["chain_breaks"]] == [True]
+    assert verify(repo).problems == []
+
+
+def test_a_full_backup_that_recreates_the_slot_records_the_break(server, config, monkeypatch):
+    """The full backup recreates a dropped slot; if it then fails, WAL shipping keeps
+    reporting the break; once a backup completes, it is closed."""
+    from pgops.backup import basebackup
+    from pgops.errors import TransientError
+
+    repo = LocalRepository(config.repository.local_path())
+    ship_wal(config, repo)
+    with server.superuser() as conn:
+        conn.execute("SELECT pg_drop_replication_slot('pgops_test')")
+    with monkeypatch.context() as m:
+        m.setattr(basebackup, "with_buffered_stdout", lambda argv: ["false"])  # pg_basebackup fails
+        with pytest.raises(TransientError):
+            run_full_backup(config, repo)
+    (record,) = repo.list(BREAKS_DIR)
+    result = ship_wal(config, repo)
+    assert len(result.chain_breaks) == 1 and record.key in result.chain_breaks[0]
+    run_full_backup(config, repo)
+    assert ship_wal(config, repo).chain_breaks == []
+
+
+def test_wal_lost_with_the_spool_is_a_chain_break(server, config):
+    """A run received WAL (so the slot released it on the server), then its spool was
+    lost: the next run must not carry on as if the archive were whole."""
+    repo = LocalRepository(config.repository.local_path())
+    ship_wal(config, repo)
+    newest = stored_segments(repo)[-1]
+    write_wal(server, 40)
+    with server.superuser() as conn:  # what pg_receivewal's feedback does once WAL is in the spool
+        lsn = conn.execute("SELECT pg_switch_wal()").fetchone()[0]
+        conn.execute("SELECT pg_replication_slot_advance('pgops_test', %s::pg_lsn)", [str(lsn)])
+    spool = config.resolve_path(config.backup.spool_dir) / "pgops_test"
+    shutil.rmtree(spool)  # and then the spool went (pg_receivewal resumes from it when it is there)
+    result = ship_wal(config, repo)
+    (gap,) = result.chain_breaks
+    assert f"WAL {newest.next().name}.." in gap and "never shipped" in gap
+    assert len(repo.list(BREAKS_DIR)) == 1
+    assert any("WAL gap" in p for p in verify(repo).problems)
+
+
+def test_wal_of_another_cluster_is_refused_before_anything_ships(server, config, monkeypatch):
+    """A re-created cluster (new system identifier) behind the same connection must not
+    mix its WAL into the old cluster's archive: refused, naming both identifiers."""
+    from pgops.errors import UnsafeOperation
+
+    repo = LocalRepository(config.repository.local_path())
+    ship_wal(config, repo)
+    before = sorted(o.key for o in repo.list())
+    other = start_cluster()
+    try:
+        srv = make_fixia(other, scale=None)
+        for key, value in srv.airflow_conn_env().items():
+            monkeypatch.setenv(key, value)
+        with pytest.raises(UnsafeOperation, match="system identifier"):
+            ship_wal(config, repo)
+        assert sorted(o.key for o in repo.list()) == before
+        with srv.superuser() as conn:
+            slots = conn.execute("SELECT count(*) FROM pg_replication_slots").fetchone()[0]
+        assert slots == 0, "nothing is created on the other cluster either"
+    finally:
+        other.destroy()

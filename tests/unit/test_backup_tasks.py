@@ -39,3 +39,11 @@ def test_prune_plans_against_the_run_time_never_the_wall_clock():
     assert tasks.run_time({"data_interval_end": None, "dag_run": SimpleNamespace(run_after=due)}) == due
     with pytest.raises(UnsafeOperation, match="wall clock"):
         tasks.run_time({"data_interval_end": None, "dag_run": SimpleNamespace()})
+
+
+def test_a_dry_run_takes_no_backup(config_env):
+    context = {"dag_run": SimpleNamespace(run_type="manual"), "data_interval_end": NOW,
+               "params": {"dry_run": True}}
+    with pytest.raises(AirflowSkipException, match="dry run"):
+        tasks.full_backup(context)
+    assert not config_env.exists()

@@ -174,15 +174,21 @@ def prepare(config: PgopsConfig, repo: Repository, started: datetime) -> tuple[s
     it, see backup/sentinel.py). Returns (system identifier, major version,
     server_version_num, bindir, sentinel)."""
     from pgops.backup.sentinel import write_sentinel
-    from pgops.backup.walship import ensure_slot
+    from pgops.backup.walship import archive_started, ensure_slot, record_chain_break
     from pgops.postgres.session import connect
 
     backup_id = new_backup_id(started)
+
+    def record(reasons: list[str]) -> None:
+        record_chain_break(repo, reasons, job="full_backup", acknowledged_by=backup_id)
+        log.warning("full backup %s starts a new WAL chain: the WAL since the last shipped segment is lost; "
+                    "point-in-time recovery has a gap until this backup completes", backup_id)
+
     with connect(config.database.backup_conn_id, config.database, job="full_backup") as conn:
         sysid, major, version_num = server_identity(conn)
         catalog.check_identity(repo, sysid, major)  # the repository is reachable and ours, before any work
         bindir = find_bindir(int(major))
-        ensure_slot(conn, config.backup.slot_name)
+        ensure_slot(conn, config.backup.slot_name, archive_started=lambda: archive_started(repo), record=record)
         if repo.list(catalog.backup_prefix(backup_id)):
             raise UnsafeOperation(f"backup {backup_id} already has objects in {repo.location}; refusing to overwrite")
         sentinel = write_sentinel(conn, "full_backup", f"backup-{backup_id}", config.restore_verification.count_tables)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from pgops.backup import catalog, wal
-from pgops.backup.walnames import POINTS_DIR, WAL_PREFIX, parse_wal_key
+from pgops.backup.walnames import BREAKS_DIR, POINTS_DIR, WAL_PREFIX, parse_wal_key
 from pgops.repository.base import ObjectInfo, Repository
 
 PRUNED_DIR = "wal/pruned/"
@@ -38,6 +38,15 @@ class WalPoint:
     sentinel_facts: dict | None = field(default=None, compare=False)  # see backup/sentinel.py
 
 
+def break_acknowledged(record: dict, complete_ids: set[str], newest_start: datetime | None) -> bool:
+    """Whether a recorded WAL chain break (``wal/breaks/``) is followed by a new chain:
+    the complete backup that found it (``acknowledged_by``), or the newest complete
+    backup (started at ``newest_start``) started after it."""
+    if record.get("acknowledged_by") in complete_ids:
+        return True
+    return newest_start is not None and newest_start > datetime.fromisoformat(record["time"])
+
+
 @dataclass
 class Inventory:
     entries: list[catalog.CatalogEntry]
@@ -46,6 +55,7 @@ class Inventory:
     points: list[WalPoint] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     pruned: dict[int, int] = field(default_factory=dict)  # timeline -> first segment that must be gap-free
+    breaks: list[dict] = field(default_factory=list)  # recorded WAL chain breaks, each with its "key"
     segment_size: int = wal.DEFAULT_SEGMENT_SIZE
 
     def segments(self) -> dict[int, set[int]]:
@@ -69,6 +79,14 @@ def scan(repo: Repository) -> Inventory:
             try:
                 inv.pruned[int(obj.key[len(PRUNED_DIR):].removesuffix(".json"), 16)] = int(
                     json.loads(repo.get_bytes(obj.key))["first_kept_segment"])
+            except (ValueError, KeyError, TypeError) as exc:
+                inv.problems.append(f"{obj.key} is unreadable: {exc}")
+            continue
+        if obj.key.startswith(BREAKS_DIR):
+            try:
+                record = json.loads(repo.get_bytes(obj.key))
+                datetime.fromisoformat(record["time"])
+                inv.breaks.append({**record, "key": obj.key})
             except (ValueError, KeyError, TypeError) as exc:
                 inv.problems.append(f"{obj.key} is unreadable: {exc}")
             continue
@@ -163,8 +181,13 @@ def summarize(inv: Inventory) -> dict:
             "gaps": [[wal.Segment(tli, a, size).name, wal.Segment(tli, b, size).name]
                      for a, b in wal.find_gaps(numbers, gap_from, runs[-1][1])],
         })
+    complete = [e.record for e in inv.entries if e.record is not None]
+    newest_start = max((r.start_time for r in complete), default=None)
+    breaks = [{"time": b["time"], "job": b.get("job"), "reasons": b.get("reasons", []),
+               "acknowledged": break_acknowledged(b, {r.id for r in complete}, newest_start)}
+              for b in sorted(inv.breaks, key=lambda b: b["key"])]
     return {"format": CATALOG_FORMAT, "backups": backups, "chains": chains, "wal": wal_summary,
-            "problems": list(inv.problems)}
+            "chain_breaks": breaks, "problems": list(inv.problems)}
 
 
 def _runs(numbers: list[int]) -> list[tuple[int, int]]:
@@ -208,6 +231,9 @@ def render_table(view: dict) -> str:
     for w in view["wal"]:
         gaps = f", GAPS: {w['gaps']}" if w["gaps"] else ""
         lines.append(f"WAL timeline {w['timeline']}: {w['segments']} segments {w['first']}..{w['last']}{gaps}")
+    for b in view.get("chain_breaks", []):
+        state = "a full backup has started a new chain since" if b["acknowledged"] else "NO FULL BACKUP SINCE"
+        lines.append(f"WAL chain break at {b['time'][:19]} ({state}): {' | '.join(b['reasons'])}")
     for p in view["problems"]:
         lines.append(f"PROBLEM: {p}")
     return "\n".join(lines)

@@ -212,16 +212,15 @@ def facts_from_inventory(inv) -> tuple[list[BackupFacts], list[WalFile], list[Po
 
 
 def apply_plan(repo, plan: Plan) -> None:
-    """Carry a plan out, one idempotent step at a time: cut-off markers, then WAL
-    (oldest first), then each expired backup with its ``backup.json`` last, then
-    incomplete backups, then unreachable shipping points."""
+    """Carry a plan out, one idempotent step at a time: cut-off markers, then each
+    expired backup with its ``backup.json`` last, then incomplete backups, then WAL
+    (oldest first), then unreachable shipping points. Backups go before their WAL, so
+    an interrupted prune never leaves a listed backup without the WAL that makes it
+    consistent; at worst some WAL is left for the next prune."""
     if plan.refused:
         raise UnsafeOperation(plan.refused)
     for timeline, first_kept in plan.wal_cutoffs.items():
         repo.put_bytes(f"{PRUNED_DIR}{timeline:08X}.json", json.dumps({"first_kept_segment": first_kept}).encode())
-    if plan.delete_wal:
-        repo.delete(plan.delete_wal)
-        log.info("deleted %d WAL file(s)", len(plan.delete_wal))
     for backup_id, keys in plan.delete_backups:
         data, marker = keys[:-1], keys[-1:]
         repo.delete(data)
@@ -230,6 +229,9 @@ def apply_plan(repo, plan: Plan) -> None:
     for backup_id, keys in plan.delete_incomplete:
         repo.delete(keys)
         log.info("deleted incomplete backup %s", backup_id)
+    if plan.delete_wal:
+        repo.delete(plan.delete_wal)
+        log.info("deleted %d WAL file(s)", len(plan.delete_wal))
     if plan.delete_points:
         repo.delete(plan.delete_points)
 

@@ -35,6 +35,8 @@ def full_backup(context: dict[str, Any], asset: Any = None) -> dict[str, Any]:
 
     config = load_config()
     reason = _guard(context, timedelta(days=1))
+    if not reason and (context.get("params") or {}).get("dry_run"):
+        reason = "dry run: no backup is taken; prune logs what it would delete"
     if reason:
         from airflow.sdk.exceptions import AirflowSkipException
 
@@ -118,3 +120,24 @@ def prune(context: dict[str, Any]) -> dict[str, Any]:
     dry_run = bool((context.get("params") or {}).get("dry_run", False))
     plan = run(open_repository(config.repository, config.encryption), policy_from_config(config), now, dry_run=dry_run)
     return {**plan.to_json(), "dry_run": dry_run, "now": now.isoformat()}
+
+
+def verify(context: dict[str, Any]) -> dict[str, Any]:
+    """The repository re-checked after pruning: ``backup.verify_sample`` random objects and
+    segments re-read against their sha256, WAL continuity, sizes. Problems fail the task
+    (IntegrityError, no retry), each named in the log."""
+    from pgops.backup.verify import verify as run
+    from pgops.errors import IntegrityError
+    from pgops.repository import open_repository
+
+    config = load_config()
+    if _guard(context, timedelta(days=1)):
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        raise AirflowSkipException("stale or backfill run: the current run verifies")
+    report = run(open_repository(config.repository, config.encryption), sample=config.backup.verify_sample)
+    if report.problems:
+        raise IntegrityError(f"{len(report.problems)} problem(s) in the repository:\n  " + "\n  ".join(report.problems))
+    log.info("verify: %d backup object(s) and %d WAL file(s) re-read, continuity checked: no problems",
+             report.checked_objects, report.checked_segments)
+    return {"problems": 0, "checked_objects": report.checked_objects, "checked_segments": report.checked_segments}

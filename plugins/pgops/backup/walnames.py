@@ -14,6 +14,7 @@ IDENTITY_KEY = "pgops.repository.json"
 WAL_PREFIX = "wal/"
 HISTORY_DIR = "wal/history/"
 POINTS_DIR = "wal/points/"
+BREAKS_DIR = "wal/breaks/"
 
 
 def wal_dir(name: str) -> str:

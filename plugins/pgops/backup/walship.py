@@ -2,15 +2,22 @@
 
 Each run:
 
-1. checks the slot (``backup.slot_name``): missing, or invalidated (``wal_status =
+1. checks the timeline and system identifier against the repository (a promotion is a
+   **chain break**; a re-created cluster, or an old primary, a refusal);
+2. checks the slot (``backup.slot_name``): missing, or invalidated (``wal_status =
    lost``, WAL it needed was removed), means a gap: the slot is (re)created and the run
-   reports a **chain break**, so a full backup starts a new chain;
-2. checks the timeline and system identifier against the repository (a promotion or a
-   re-created cluster is also a chain break, or a refusal);
+   reports a chain break, so a full backup starts a new chain;
 3. ``pg_switch_wal()`` when WAL was written since the last switch, then
    ``pg_receivewal --slot … --endpos=<end of that segment> --no-loop`` into the spool;
 4. ships every complete segment (never a ``.partial``) and timeline history file:
    compress, checksum, upload, confirm, then remove it from the spool.
+
+A chain break is written to the repository (``wal/breaks/<time>.json``) before the slot
+is touched, and every later run reports it again until a full backup has completed
+after it: a failed or retried run cannot lose it. WAL that the spool received but never
+shipped (the spool lost with its disk or its worker: the slot had released that WAL on
+the server) is a chain break too, found by comparing the spool with the newest stored
+segment.
 
 Stored names carry the sha256 of the raw file, as pgBackRest's do:
 ``wal/<first 16 chars>/<segment>-<sha256>.zst``. A rerun after a crash at any point
@@ -30,6 +37,7 @@ import logging
 import os
 import secrets
 import subprocess
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,10 +45,10 @@ from pathlib import Path
 from pgops.backup import catalog, wal
 from pgops.backup.compress import Encoder, frame_encoder
 from pgops.backup.sentinel import write_sentinel
-from pgops.backup.walnames import POINTS_DIR, WAL_PREFIX, wal_dir, wal_key
+from pgops.backup.walnames import BREAKS_DIR, POINTS_DIR, WAL_PREFIX, wal_dir, wal_key
 from pgops.config import PgopsConfig
 from pgops.connections import get_connection
-from pgops.errors import IntegrityError, TransientError
+from pgops.errors import IntegrityError, NotFound, TransientError
 from pgops.postgres.cluster import find_bindir
 from pgops.postgres.sqlfiles import load as load_sql
 from pgops.repository.base import Repository
@@ -103,41 +111,121 @@ def _slot_state(conn, slot: str) -> SlotState:
     return SlotState(True, row[0], row[1], row[2])
 
 
-def ensure_slot(conn, slot: str, result: ShipResult | None = None, *, archive_started: bool = False) -> SlotState:
+def ensure_slot(conn, slot: str, result: ShipResult | None = None, *,
+                archive_started: bool | Callable[[], bool] = False,
+                record: Callable[[list[str]], object] | None = None) -> SlotState:
     """Create the slot when missing; recreate it when invalidated.
 
     An invalidated slot always means lost WAL. A missing slot means a gap only when the
-    repository already holds backups or WAL (``archive_started``); on an empty
-    repository it simply starts the archive. Gaps go to ``result.chain_breaks``.
+    repository already holds backups or WAL (``archive_started``, a callable asked only
+    when the slot is missing); on an empty repository it simply starts the archive. Gaps
+    go to ``result.chain_breaks``, and to ``record`` before the slot is dropped or
+    created, so that a failure after this point cannot lose them.
     """
-    breaks = result.chain_breaks if result is not None else []
+    breaks: list[str] = []
     state = _slot_state(conn, slot)
-    if state.exists and state.wal_status == "lost":
+    lost = state.exists and state.wal_status == "lost"
+    if lost:
         breaks.append(
             f"replication slot {slot!r} was invalidated (wal_status=lost): the server removed WAL it had not "
             "shipped (max_slot_wal_keep_size exceeded?). WAL since the last shipped segment is gone; "
             "the slot is recreated and a new full backup starts a new chain")
-        conn.execute("SELECT pg_catalog.pg_drop_replication_slot(%s)", [slot])
-        state = SlotState(False)
-    if not state.exists:
-        conn.execute("SELECT pg_catalog.pg_create_physical_replication_slot(%s, true)", [slot])
-        if archive_started and not breaks:
+    if not state.exists or lost:
+        started = archive_started() if callable(archive_started) else archive_started
+        if not lost and started:
             breaks.append(
                 f"replication slot {slot!r} did not exist: created now. WAL before this point was not shipped "
                 "by this slot; a new full backup starts a new chain")
-        elif not archive_started:
+        if breaks and record is not None:
+            record(breaks)
+        if lost:
+            conn.execute("SELECT pg_catalog.pg_drop_replication_slot(%s)", [slot])
+        conn.execute("SELECT pg_catalog.pg_create_physical_replication_slot(%s, true)", [slot])
+        if not breaks:
             log.info("created replication slot %s: the WAL archive starts here", slot)
         state = _slot_state(conn, slot)
+    if result is not None:
+        result.chain_breaks.extend(breaks)
     return state
 
 
-def stored_timelines(repo: Repository) -> set[int]:
-    out = set()
+def archive_started(repo: Repository) -> bool:
+    """Whether the repository already holds backups or WAL (a missing slot is then a gap)."""
+    return bool(repo.list(catalog.BACKUPS)) or bool(newest_stored(repo))
+
+
+def record_chain_break(repo: Repository, reasons: list[str], *, job: str, timeline: int | None = None,
+                       acknowledged_by: str | None = None) -> str:
+    """Write a chain break to the repository (``wal/breaks/``); returns its key.
+
+    ``acknowledged_by``: the full backup that found the break and starts the new chain
+    (it counts once that backup is complete). Records are kept as the audit trail of
+    the archive's history; they are small and rare.
+    """
+    now = datetime.now(timezone.utc)
+    key = f"{BREAKS_DIR}{now:%Y%m%dT%H%M%S%fZ}.json"
+    repo.put_bytes(key, json.dumps({"time": now.isoformat(), "job": job, "timeline": timeline,
+                                    "reasons": reasons, "acknowledged_by": acknowledged_by}).encode())
+    log.error("WAL chain break recorded in %s/%s: %s", repo.location, key, " | ".join(reasons))
+    return key
+
+
+def unacknowledged_breaks(repo: Repository) -> list[tuple[str, dict]]:
+    """Recorded chain breaks after which no full backup has completed: (key, record).
+
+    A break counts as handled once a complete backup started after it, or the backup
+    that recorded it (``acknowledged_by``) is complete. An unreadable record is
+    reported as unhandled, never skipped.
+    """
+    keys = [o.key for o in repo.list(BREAKS_DIR)]
+    if not keys:
+        return []
+    from pgops.backup.inventory import break_acknowledged
+
+    complete = sorted(o.key.split("/")[1] for o in repo.list(catalog.BACKUPS)
+                      if o.key.endswith("/" + catalog.MARKER))
+    newest_start = None
+    if complete:  # backup ids have whole seconds; the record has the exact start
+        try:
+            newest_start = catalog.BackupRecord.model_validate_json(
+                repo.get_bytes(catalog.backup_key(complete[-1], catalog.MARKER))).start_time
+        except (ValueError, NotFound) as exc:
+            log.warning("cannot read the newest backup's backup.json (%s): counting no backup as a new chain", exc)
+    out = []
+    for key in sorted(keys):
+        try:
+            record = json.loads(repo.get_bytes(key))
+            if break_acknowledged(record, set(complete), newest_start):
+                continue
+        except (ValueError, KeyError, TypeError) as exc:
+            record = {"time": "?", "reasons": [f"the record is unreadable: {exc}"]}
+        out.append((key, record))
+    return out
+
+
+def newest_stored(repo: Repository, segment_size: int = wal.DEFAULT_SEGMENT_SIZE) -> dict[int, int]:
+    """The newest stored segment number per timeline."""
+    out: dict[int, int] = {}
     for obj in repo.list(WAL_PREFIX):
         name = obj.key.rsplit("/", 1)[-1]
         if wal.is_segment_name(name[:24]) and name[24:25] == "-":
-            out.add(int(name[:8], 16))
+            seg = wal.parse_segment(name[:24], segment_size)
+            out[seg.timeline] = max(out.get(seg.timeline, -1), seg.number)
     return out
+
+
+def spool_gap(spool: Path, timeline: int, newest: int | None, segment_size: int) -> str | None:
+    """A chain break when the spool's first segment on ``timeline`` is not the one after
+    the newest stored: WAL in between was received (so the slot released it on the
+    server) but its spool is gone."""
+    numbers = [wal.parse_segment(p.name, segment_size).number for p in spool_files(spool)
+               if wal.is_segment_name(p.name) and int(p.name[:8], 16) == timeline]
+    if newest is None or not numbers or min(numbers) <= newest + 1:
+        return None
+    first, last = (wal.Segment(timeline, n, segment_size).name for n in (newest + 1, min(numbers) - 1))
+    return (f"WAL {first}..{last} was received but never shipped: the spool {spool} no longer has it (a lost "
+            "disk, or a run on another worker?) and the slot had already released it on the server; "
+            "a new full backup starts a new chain")
 
 
 def receivewal_argv(bindir: Path, conninfo: str, spool: Path, slot: str, endpos: int) -> list[str]:
@@ -187,17 +275,34 @@ def ship_wal(config: PgopsConfig, repo: Repository, *, timeout_s: int = 1800) ->
         sysid, version_num, timeline, seg_size = conn.execute(load_sql("backup/server_identity.sql")).fetchone()
         catalog.check_identity(repo, sysid, str(version_num // 10000))
         result.timeline = timeline
-        known = stored_timelines(repo)
+        newest = newest_stored(repo, seg_size)
+        known = set(newest)
+        found: list[str] = []  # chain breaks this run finds (those of earlier runs come below)
         if known and timeline > max(known):
-            result.chain_breaks.append(
+            found.append(
                 f"timeline switch: the server is on timeline {timeline}, the repository's newest WAL is on "
                 f"timeline {max(known)} (a promotion or a point-in-time restore); a new full backup starts a new chain")
         elif known and timeline < max(known):
             raise IntegrityError(
                 f"the server is on timeline {timeline} but {repo.location} already holds WAL of timeline "
                 f"{max(known)}: is this an old primary? Refusing to ship into the newer history.")
-        state = ensure_slot(conn, slot, result,
-                            archive_started=bool(known) or bool(repo.list(catalog.BACKUPS)))
+        earlier = unacknowledged_breaks(repo)
+        recorded: list[str] = []
+
+        def record(reasons: list[str]) -> None:
+            recorded.append(record_chain_break(repo, found + reasons, job="wal_shipping", timeline=timeline))
+
+        slot_check = ShipResult()
+        state = ensure_slot(conn, slot, slot_check, record=record,
+                            archive_started=lambda: bool(known) or bool(repo.list(catalog.BACKUPS)))
+        found += slot_check.chain_breaks
+        if found and not recorded:
+            record([])
+        result.chain_breaks += found
+        for key, old in earlier:
+            result.chain_breaks.append(
+                f"a chain break recorded at {old.get('time')} ({key}) is not yet followed by a complete full "
+                f"backup, so point-in-time recovery has a gap until one completes: {' | '.join(old['reasons'])}")
         # pg_switch_wal() itself does nothing when no WAL was written since the last
         # switch: it then returns the current segment boundary.
         # The time is read before the switch: every commit before it has its record
@@ -221,7 +326,7 @@ def ship_wal(config: PgopsConfig, repo: Repository, *, timeout_s: int = 1800) ->
             conn.execute("SELECT pg_catalog.pg_create_restore_point(%s)",
                          [f"pgops-wal-{switch_time.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}"])
 
-    if result.chain_breaks:
+    if found:
         _set_aside_partials(spool)
     bindir = find_bindir(version_num // 10000)
     received_to = wal.parse_lsn(state.restart_lsn) if state.restart_lsn else 0
@@ -240,6 +345,11 @@ def ship_wal(config: PgopsConfig, repo: Repository, *, timeout_s: int = 1800) ->
         if proc.returncode != 0:
             raise TransientError(f"pg_receivewal exited with status {proc.returncode}: {proc.stderr.strip()[-2000:]}")
 
+    if not found:
+        gap = spool_gap(spool, timeline, newest.get(timeline), seg_size)
+        if gap:
+            record_chain_break(repo, [gap], job="wal_shipping", timeline=timeline)
+            result.chain_breaks.insert(0, gap)
     encode = frame_encoder(config.backup.compression_level)  # one for the run, freed after it
     for path in spool_files(spool):
         key, uploaded = ship_file(repo, path, config.backup.compression_level, encode)
