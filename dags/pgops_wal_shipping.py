@@ -10,11 +10,14 @@ the spool. A rerun after a crash ships exactly what is missing.
 **Chain breaks fail the run loudly**: a missing or invalidated slot (`wal_status =
 lost`, raise `max_slot_wal_keep_size` or ship more often), a timeline switch, or WAL
 received but lost with its spool means point-in-time recovery has a gap. The break is
-written to the repository (`wal/breaks/`) before anything else, then
+written to the repository (`wal/breaks/`) as soon as it is found (before the slot is
+touched), then
 `announce_chain_break` emits the Asset `x-pgops://fixia/wal-chain-break`, which starts a
 full backup (a new chain), and `fail_on_chain_break` turns the run red with the reason.
 Every run stays red, naming the break, until a full backup has completed after it
-(WAL is still shipped meanwhile). `pgops backups list` shows each recorded break.
+(WAL is still shipped meanwhile; the Asset is emitted only by the run that found the
+break, so red runs do not queue more backups). `pgops backups list` shows each
+recorded break.
 
 **Other failures**: a segment already stored with a different checksum
 (`IntegrityError`) is never overwritten: compare the two copies. A repository of
@@ -32,7 +35,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import Asset, dag, task
+from airflow.sdk import Asset, TriggerRule, dag, task
 
 from pgops.config import load_config
 from pgops.orchestration import BACKUP_POOL, START_DATE, TAG, WAL_CHAIN_BREAK_ASSET, default_args
@@ -64,13 +67,15 @@ def pgops_wal_shipping():
 
         return tasks.announce_chain_break(result)
 
-    @task
-    def fail_on_chain_break(problems: list) -> None:
+    # Also after a skipped announcement: a break of an earlier run keeps the run red.
+    @task(trigger_rule=TriggerRule.NONE_FAILED)
+    def fail_on_chain_break(result: dict) -> None:
         from pgops.backup import tasks
 
-        tasks.fail_on_chain_break(problems)
+        tasks.fail_on_chain_break(result)
 
-    fail_on_chain_break(announce_chain_break(ship_wal()))
+    shipped = ship_wal()
+    announce_chain_break(shipped) >> fail_on_chain_break(shipped)
 
 
 pgops_wal_shipping()

@@ -77,8 +77,18 @@ def test_wal_dag_is_red_on_a_chain_break_until_a_full_backup(backup_env, airflow
 
     second = dag.test()  # the slot is back, the gap is not: still red until a full backup
     assert second.state == "failed"
-    assert states(second) == {"ship_wal": "success", "announce_chain_break": "success",
-                              "fail_on_chain_break": "failed"}
+    assert states(second) == {"ship_wal": "success", "announce_chain_break": "skipped",
+                              "fail_on_chain_break": "failed"}  # no second backup asked for
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import func, select
+
+    from pgops.orchestration import WAL_CHAIN_BREAK_ASSET
+
+    with create_session() as session:
+        events = session.scalar(select(func.count()).select_from(AssetEvent).join(
+            AssetModel, AssetEvent.asset_id == AssetModel.id).where(AssetModel.uri == WAL_CHAIN_BREAK_ASSET))
+    assert events == 1
 
     assert load_dag("pgops_full_backup").test().state == "success"  # what the Asset event starts
     third = dag.test()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 from pgops.backup.basebackup import run_full_backup
-from pgops.backup.inventory import scan
+from pgops.backup.inventory import scan, summarize
 from pgops.backup.verify import verify
 from pgops.backup.walship import ship_wal
 from pgops.config import parse_config
@@ -57,10 +57,17 @@ def test_promotion_is_a_chain_break_and_its_history_is_shipped(tmp_path, monkeyp
         assert "00000002.history" in inv.history_objects
         assert 2 in inv.segments() or result.timeline == 2
 
-        run_full_backup(config, repo)  # the new chain
+        # Timeline 1's last WAL (the standby's backup, the primary's shutdown) was never
+        # shipped: recovery from the timeline 1 backup cannot follow onto timeline 2.
+        problems = verify(repo).problems
+        assert any("of timeline 1, up to its switch to timeline 2" in p for p in problems), problems
+
+        run_full_backup(config, repo)  # the new chain: the recorded gap is known from here on
         again = ship_wal(config, repo)
         assert again.chain_breaks == []
         assert verify(repo, full=True).problems == []
+        (chain_break,) = summarize(scan(repo))["chain_breaks"]
+        assert chain_break["acknowledged"] and "timeline switch" in chain_break["reasons"][0]
     finally:
         standby.destroy()
         primary.destroy()

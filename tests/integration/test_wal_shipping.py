@@ -19,9 +19,9 @@ from pgops.repository.local import LocalRepository
 from .servers import make_fixia, start_cluster
 
 
-@pytest.fixture
-def server(monkeypatch):
-    cluster = start_cluster()
+def churn_server(monkeypatch, settings=None):
+    """A Fixia server (its connections in the environment) with a table to write WAL into."""
+    cluster = start_cluster(settings=settings)
     try:
         srv = make_fixia(cluster, scale=None)
         for key, value in srv.airflow_conn_env().items():
@@ -31,6 +31,11 @@ def server(monkeypatch):
         yield srv
     finally:
         cluster.destroy()
+
+
+@pytest.fixture
+def server(monkeypatch):
+    yield from churn_server(monkeypatch)
 
 
 @pytest.fixture
@@ -165,7 +170,12 @@ def test_wal_lost_with_the_spool_is_a_chain_break(server, config):
     (gap,) = result.chain_breaks
     assert f"WAL {newest.next().name}.." in gap and "never shipped" in gap
     assert len(repo.list(BREAKS_DIR)) == 1
-    assert any("WAL gap" in p for p in verify(repo).problems)
+    assert any(f"WAL gap {newest.next().name}" in p for p in verify(repo).problems)
+
+    run_full_backup(config, repo)  # a new chain: the gap is now a known, recorded break
+    assert verify(repo).problems == []
+    view = summarize(scan(repo))
+    assert view["wal"][0]["gaps"] and [b["acknowledged"] for b in view["chain_breaks"]] == [True]
 
 
 def test_wal_of_another_cluster_is_refused_before_anything_ships(server, config, monkeypatch):
@@ -189,3 +199,68 @@ def test_wal_of_another_cluster_is_refused_before_anything_ships(server, config,
         assert slots == 0, "nothing is created on the other cluster either"
     finally:
         other.destroy()
+
+
+@pytest.fixture
+def lossy_server(monkeypatch):
+    """A server that really removes WAL no slot holds: small max_wal_size, no wal_keep_size."""
+    from pgops.postgres.cluster import FIXIA_SERVER_SETTINGS
+
+    yield from churn_server(monkeypatch, {**FIXIA_SERVER_SETTINGS, "max_wal_size": "32MB", "min_wal_size": "32MB",
+                                          "wal_keep_size": "0"})
+
+
+def lose_wal(server) -> None:
+    """The slot goes and the server recycles the WAL it held."""
+    with server.superuser() as conn:
+        conn.execute("SELECT pg_drop_replication_slot('pgops_test')")
+    for _ in range(3):
+        write_wal(server, 40)
+        with server.superuser() as conn:
+            conn.execute("CHECKPOINT")
+
+
+@pytest.mark.parametrize("spool_lost_too", [False, True])
+def test_a_full_backup_that_repairs_a_lost_slot_leaves_shipping_working(lossy_server, config, spool_lost_too):
+    """The full backup recreates the slot after WAL was really lost. The next WAL runs
+    must neither get stuck on the spool's stale unfinished segment (the server no longer
+    has its WAL) nor record the known gap a second time; verify knows the gap."""
+    repo = LocalRepository(config.repository.local_path())
+    ship_wal(config, repo)
+    write_wal(lossy_server, 20)
+    ship_wal(config, repo)
+    lose_wal(lossy_server)
+    if spool_lost_too:
+        shutil.rmtree(config.resolve_path(config.backup.spool_dir) / "pgops_test")
+    run_full_backup(config, repo)
+    (record,) = repo.list(BREAKS_DIR)
+    for _ in range(2):
+        assert ship_wal(config, repo).chain_breaks == []
+    assert [o.key for o in repo.list(BREAKS_DIR)] == [record.key]
+    view = summarize(scan(repo))
+    assert view["wal"][0]["gaps"], "the gap is real and listed"
+    assert [b["acknowledged"] for b in view["chain_breaks"]] == [True]
+    assert verify(repo).problems == []
+
+
+def test_a_run_that_recreated_a_lost_slot_and_died_is_not_stuck(lossy_server, config, monkeypatch):
+    """A WAL run recreates a lost slot (recording the break), then dies before shipping.
+    Its retry must not resume from the stale unfinished segment, and must still report
+    the break until a full backup follows."""
+    from pgops.backup import walship
+
+    repo = LocalRepository(config.repository.local_path())
+    run_full_backup(config, repo)
+    ship_wal(config, repo)
+    lose_wal(lossy_server)
+    with monkeypatch.context() as m:
+        m.setattr(walship, "write_sentinel", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("worker died")))
+        with pytest.raises(RuntimeError, match="worker died"):
+            ship_wal(config, repo)
+    (record,) = repo.list(BREAKS_DIR)
+    retry = ship_wal(config, repo)
+    assert len(retry.chain_breaks) == 1 and record.key in retry.chain_breaks[0], retry.chain_breaks
+    assert retry.shipped, "shipping carries on from the new slot"
+    run_full_backup(config, repo)
+    assert ship_wal(config, repo).chain_breaks == []
+    assert verify(repo).problems == []

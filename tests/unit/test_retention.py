@@ -50,6 +50,18 @@ def catalogs(draw):
     return backups, wal, points, policy
 
 
+def segment_at(t: datetime) -> int:
+    """The segment being written at ``t`` in the catalogs above (one an hour)."""
+    return int((90 - (NOW - t) / timedelta(days=1)) * 24)
+
+
+def reachable(backups: list[BackupFacts], numbers: set[int], t: datetime) -> bool:
+    """Whether some backup that stopped by ``t`` rolls forward to ``t`` through the WAL
+    ``numbers`` (a backup carries its own WAL up to its stop segment)."""
+    return any(b.stop_time <= t and all(n in numbers for n in range(b.stop_segment + 1, segment_at(t) + 1))
+               for b in backups)
+
+
 def deleted_ids(plan: Plan) -> set[str]:
     return {bid for bid, _ in plan.delete_backups} | {bid for bid, _ in plan.delete_incomplete}
 
@@ -89,15 +101,17 @@ def test_retention_invariants(cat):
             for w in wal:
                 if w.timeline == b.timeline and b.start_segment <= w.number <= b.stop_segment:
                     assert w.key not in wal_gone
-        # The PITR window stays restorable: a kept backup at or before its start (when one
-        # existed), and every segment from that backup on.
+        # The PITR window stays restorable, judged without the planner's notion of a base:
+        # every moment in it that some backup plus gap-free WAL could reach before the
+        # prune, some kept backup plus kept WAL still reaches.
         cutoff = NOW - timedelta(days=policy.pitr_days)
-        older = [b for b in complete if b.stop_time <= cutoff]
-        base = older[-1] if older else min(kept, key=lambda b: (b.stop_time, b.id))
-        assert base.id not in gone
-        for w in wal:
-            if w.timeline > base.timeline or (w.timeline == base.timeline and w.number >= base.start_segment):
-                assert w.key not in wal_gone
+        kept_numbers = {w.number for w in wal if w.key not in wal_gone}
+        all_numbers = {w.number for w in wal}
+        moments = {cutoff + (NOW - cutoff) * k / 8 for k in range(9)} | {b.stop_time for b in complete
+                                                                          if b.stop_time >= cutoff}
+        for t in moments:
+            if reachable(complete, all_numbers, t):
+                assert reachable(kept, kept_numbers, t), f"{t} was restorable and no longer is"
     else:
         assert not wal_gone, "without a complete backup, WAL is kept"
 

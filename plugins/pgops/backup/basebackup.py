@@ -39,6 +39,7 @@ from pgops.connections import ConnectionInfo, get_connection
 from pgops.errors import IntegrityError, TransientError, UnsafeOperation
 from pgops.postgres.cluster import find_bindir
 from pgops.postgres.session import conninfo_string
+from pgops.postgres.sqlfiles import load as load_sql
 from pgops.repository.base import Repository
 
 if TYPE_CHECKING:
@@ -155,13 +156,11 @@ class _Stderr:
         return "\n".join(self.lines)
 
 
-def server_identity(conn) -> tuple[str, str, int]:
-    """(system identifier, major version, server_version_num) of the server ``conn`` is on."""
-    sysid, version_num = conn.execute(
-        "SELECT system_identifier::text, current_setting('server_version_num')::int"
-        " FROM pg_catalog.pg_control_system()"
-    ).fetchone()
-    return sysid, str(version_num // 10000), version_num
+def server_identity(conn) -> tuple[str, str, int, int, int]:
+    """(system identifier, major version, server_version_num, current timeline, WAL
+    segment size) of the server ``conn`` is on."""
+    sysid, version_num, timeline, segment_size = conn.execute(load_sql("backup/server_identity.sql")).fetchone()
+    return sysid, str(version_num // 10000), version_num, timeline, segment_size
 
 
 def prepare(config: PgopsConfig, repo: Repository, started: datetime) -> tuple[str, str, int, Path, Sentinel]:
@@ -174,18 +173,21 @@ def prepare(config: PgopsConfig, repo: Repository, started: datetime) -> tuple[s
     it, see backup/sentinel.py). Returns (system identifier, major version,
     server_version_num, bindir, sentinel)."""
     from pgops.backup.sentinel import write_sentinel
-    from pgops.backup.walship import archive_started, ensure_slot, record_chain_break
+    from pgops.backup.walship import archive_started, ensure_slot, first_unshipped, newest_stored, record_chain_break
     from pgops.postgres.session import connect
 
     backup_id = new_backup_id(started)
 
     def record(reasons: list[str]) -> None:
-        record_chain_break(repo, reasons, job="full_backup", acknowledged_by=backup_id)
+        position = conn.execute("SELECT pg_catalog.pg_current_wal_lsn()::text").fetchone()[0]
+        record_chain_break(repo, reasons, job="full_backup", timeline=timeline, lsn=position,
+                           acknowledged_by=backup_id,
+                           wal_missing_from=first_unshipped(newest_stored(repo, segment_size), None, segment_size))
         log.warning("full backup %s starts a new WAL chain: the WAL since the last shipped segment is lost; "
                     "point-in-time recovery has a gap until this backup completes", backup_id)
 
     with connect(config.database.backup_conn_id, config.database, job="full_backup") as conn:
-        sysid, major, version_num = server_identity(conn)
+        sysid, major, version_num, timeline, segment_size = server_identity(conn)
         catalog.check_identity(repo, sysid, major)  # the repository is reachable and ours, before any work
         bindir = find_bindir(int(major))
         ensure_slot(conn, config.backup.slot_name, archive_started=lambda: archive_started(repo), record=record)

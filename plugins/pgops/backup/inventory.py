@@ -38,13 +38,29 @@ class WalPoint:
     sentinel_facts: dict | None = field(default=None, compare=False)  # see backup/sentinel.py
 
 
-def break_acknowledged(record: dict, complete_ids: set[str], newest_start: datetime | None) -> bool:
-    """Whether a recorded WAL chain break (``wal/breaks/``) is followed by a new chain:
-    the complete backup that found it (``acknowledged_by``), or the newest complete
-    backup (started at ``newest_start``) started after it."""
+def break_acknowledged(record: dict, complete_ids: set[str], newest: tuple[int, int, datetime] | None) -> bool:
+    """Whether a recorded WAL chain break (``wal/breaks/``) is followed by a new chain.
+
+    ``newest`` is the newest complete backup's (timeline, start LSN, start time). The
+    break is followed when the complete backup that found it is ``acknowledged_by``, or
+    when the newest backup started at or after the server's WAL position recorded with
+    the break (``timeline``, ``lsn``), on that timeline or a later one: no clock is
+    compared. A record without a position falls back to the start time.
+    """
     if record.get("acknowledged_by") in complete_ids:
         return True
-    return newest_start is not None and newest_start > datetime.fromisoformat(record["time"])
+    if newest is None:
+        return False
+    timeline, start_lsn, start_time = newest
+    if record.get("lsn") and record.get("timeline"):
+        return (timeline, start_lsn) >= (int(record["timeline"]), wal.parse_lsn(record["lsn"]))
+    return start_time > datetime.fromisoformat(record["time"])
+
+
+def newest_backup(records) -> tuple[int, int, datetime] | None:
+    """(timeline, start LSN, start time) of the newest of these complete backups."""
+    newest = max(records, key=lambda r: r.start_time, default=None)
+    return None if newest is None else (newest.timeline, wal.parse_lsn(newest.start_lsn), newest.start_time)
 
 
 @dataclass
@@ -56,6 +72,7 @@ class Inventory:
     problems: list[str] = field(default_factory=list)
     pruned: dict[int, int] = field(default_factory=dict)  # timeline -> first segment that must be gap-free
     breaks: list[dict] = field(default_factory=list)  # recorded WAL chain breaks, each with its "key"
+    histories: dict[int, list[wal.HistoryEntry]] = field(default_factory=dict)  # timeline -> its history file
     segment_size: int = wal.DEFAULT_SEGMENT_SIZE
 
     def segments(self) -> dict[int, set[int]]:
@@ -86,6 +103,8 @@ def scan(repo: Repository) -> Inventory:
             try:
                 record = json.loads(repo.get_bytes(obj.key))
                 datetime.fromisoformat(record["time"])
+                if record.get("lsn"):
+                    wal.parse_lsn(record["lsn"])
                 inv.breaks.append({**record, "key": obj.key})
             except (ValueError, KeyError, TypeError) as exc:
                 inv.problems.append(f"{obj.key} is unreadable: {exc}")
@@ -109,7 +128,25 @@ def scan(repo: Repository) -> Inventory:
             inv.problems.append(f"{name} is stored twice: {target[name][0]} and {obj.key}")
         target[name] = (obj.key, digest, obj.size)
     inv.points.sort(key=lambda p: (p.lsn, p.time))
+    import zstandard
+
+    for name, (key, _digest, _size) in sorted(inv.history_objects.items()):
+        try:
+            text = zstandard.ZstdDecompressor().decompress(repo.get_bytes(key), max_output_size=2**20).decode()
+            inv.histories[wal.history_timeline(name)] = wal.parse_history(text)
+        except (ValueError, UnicodeDecodeError, zstandard.ZstdError) as exc:
+            inv.problems.append(f"{key} is unreadable: {exc}")
     return inv
+
+
+def explained_gaps(inv: Inventory) -> set[str]:
+    """First missing segments of the gaps that recorded chain breaks explain, once a
+    complete full backup has followed them (the break is known and a new chain exists)."""
+    complete = [e.record for e in inv.entries if e.record is not None]
+    newest = newest_backup(complete)
+    ids = {r.id for r in complete}
+    return {b["wal_missing_from"] for b in inv.breaks
+            if b.get("wal_missing_from") and break_acknowledged(b, ids, newest)}
 
 
 def _contiguous_end(numbers: set[int], start: int) -> int | None:
@@ -182,9 +219,10 @@ def summarize(inv: Inventory) -> dict:
                      for a, b in wal.find_gaps(numbers, gap_from, runs[-1][1])],
         })
     complete = [e.record for e in inv.entries if e.record is not None]
-    newest_start = max((r.start_time for r in complete), default=None)
+    newest = newest_backup(complete)
     breaks = [{"time": b["time"], "job": b.get("job"), "reasons": b.get("reasons", []),
-               "acknowledged": break_acknowledged(b, {r.id for r in complete}, newest_start)}
+               "wal_missing_from": b.get("wal_missing_from"),
+               "acknowledged": break_acknowledged(b, {r.id for r in complete}, newest)}
               for b in sorted(inv.breaks, key=lambda b: b["key"])]
     return {"format": CATALOG_FORMAT, "backups": backups, "chains": chains, "wal": wal_summary,
             "chain_breaks": breaks, "problems": list(inv.problems)}

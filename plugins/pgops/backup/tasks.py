@@ -73,18 +73,26 @@ def ship_wal(context: dict[str, Any]) -> dict[str, Any]:
 
 
 def announce_chain_break(result: dict[str, Any]) -> list[str]:
-    """Succeed (emitting the chain-break Asset event, which schedules a full backup)
-    only when the WAL chain broke; otherwise skip."""
-    if not result.get("chain_breaks"):
+    """Succeed, emitting the chain-break Asset event (which starts a full backup), only
+    when this run found a new chain break; otherwise skip. Breaks recorded by earlier
+    runs already asked for their backup: asking again would queue one more each hour."""
+    if not result.get("new_chain_breaks"):
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        raise AirflowSkipException("no new WAL chain break")
+    for problem in result["new_chain_breaks"]:
+        log.error("new WAL chain break: %s", problem)
+    return result["new_chain_breaks"]
+
+
+def fail_on_chain_break(result: dict[str, Any]) -> None:
+    """Fail (no retry) while any recorded chain break has no full backup after it; skip
+    when the chain is intact."""
+    problems = result.get("chain_breaks") or []
+    if not problems:
         from airflow.sdk.exceptions import AirflowSkipException
 
         raise AirflowSkipException("WAL chain intact")
-    for problem in result["chain_breaks"]:
-        log.error("WAL chain break: %s", problem)
-    return result["chain_breaks"]
-
-
-def fail_on_chain_break(problems: list[str]) -> None:
     raise UnsafeOperation(
         "the WAL chain is broken, point-in-time recovery has a gap until the next full backup "
         "(one was requested):\n  " + "\n  ".join(problems))

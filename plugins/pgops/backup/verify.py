@@ -5,7 +5,14 @@
 * every WAL segment decompresses to the sha256 in its name;
 * WAL is gap-free from each backup's stop segment to the newest segment on its
   timeline, and every timeline after the first has its history file;
+* the stored WAL still reaches the newest point each shipping run recorded (WAL lost
+  at the end of the archive leaves no gap between stored segments to see);
+* at a timeline switch, the parent timeline's WAL reaches the switch point;
 * nothing in the repository is unreadable or unexpected.
+
+A gap that a recorded chain break (``wal/breaks/``) explains is not a problem once a
+complete full backup has followed the break: it is known, and a new chain exists
+(``backups list`` still shows it under ``gaps`` and ``chain_breaks``).
 
 ``--full`` re-reads every object; ``--sample N`` re-reads N backup objects and N WAL
 segments chosen at random (always all metadata); the default re-reads metadata only.
@@ -23,7 +30,7 @@ from dataclasses import dataclass
 
 from pgops.backup import wal
 from pgops.backup.frames import FrameIndex
-from pgops.backup.inventory import Inventory, scan
+from pgops.backup.inventory import Inventory, explained_gaps, scan
 from pgops.errors import NotFound, PgopsError
 from pgops.repository.base import Repository
 
@@ -142,12 +149,17 @@ def continuity_problems(inv: Inventory) -> list[str]:
     problems = []
     segs = inv.segments()
     size = inv.segment_size
+    explained = explained_gaps(inv)
     for tli, numbers in sorted(segs.items()):
         # Below a pruning cut-off only the islands of kept backups remain (checked below).
         first = max(min(numbers), inv.pruned.get(tli, 0))
         if first > max(numbers):
             continue
         for a, b in wal.find_gaps(numbers, first, max(numbers)):
+            if wal.Segment(tli, a, size).name in explained:
+                log.info("verify: WAL gap %s..%s on timeline %d is a recorded chain break, followed by a new chain",
+                         wal.Segment(tli, a, size).name, wal.Segment(tli, b, size).name, tli)
+                continue
             problems.append(f"WAL gap {wal.Segment(tli, a, size).name}..{wal.Segment(tli, b, size).name} "
                             f"on timeline {tli}: point-in-time recovery across it is impossible")
     for entry in inv.entries:
@@ -187,6 +199,23 @@ def continuity_problems(inv: Inventory) -> list[str]:
             first = wal.Segment(tli, have + 1 if have is not None else needed, size).name
             problems.append(f"WAL {first}..{wal.Segment(tli, needed, size).name} on timeline {tli} is missing: "
                             f"shipping recorded WAL up to {wal.format_lsn(lsn)} as stored")
+    # A timeline switch: recovery from a backup on the parent timeline follows onto the
+    # child only if the parent's WAL reaches the switch point (the child's first segment
+    # holds the rest).
+    for tli, entries in sorted(inv.histories.items()):
+        if not entries:
+            continue
+        parent, switch_lsn = entries[-1].timeline, entries[-1].switch_lsn
+        numbers = segs.get(parent)
+        needed = wal.segment_of(parent, switch_lsn, size).number - 1
+        if not numbers or inv.pruned.get(parent, 0) > max(numbers) or max(numbers) >= needed:
+            continue  # nothing of the parent kept for point-in-time recovery, or all there
+        first = wal.Segment(parent, max(numbers) + 1, size).name
+        if first in explained:
+            continue
+        problems.append(f"WAL {first}..{wal.Segment(parent, needed, size).name} of timeline {parent}, up to its "
+                        f"switch to timeline {tli} at {wal.format_lsn(switch_lsn)}, is missing: recovery from "
+                        f"backups on timeline {parent} cannot follow onto timeline {tli}")
     for tli in sorted(segs):
         if tli > 1 and f"{tli:08X}.history" not in inv.history_objects:
             problems.append(f"timeline {tli} has WAL but no {tli:08X}.history file")

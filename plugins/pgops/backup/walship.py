@@ -89,7 +89,8 @@ class SlotState:
 
 @dataclass
 class ShipResult:
-    """What a run did and found; ``chain_breaks`` non-empty means a new chain is needed."""
+    """What a run did and found; ``chain_breaks`` non-empty means a new chain is needed
+    (``new_chain_breaks``: those this run found, the rest were recorded by earlier runs)."""
 
     shipped: list[str] = field(default_factory=list)
     already_stored: list[str] = field(default_factory=list)
@@ -98,6 +99,7 @@ class ShipResult:
     timeline: int | None = None
     slot_retained_bytes: int | None = None
     chain_breaks: list[str] = field(default_factory=list)
+    new_chain_breaks: list[str] = field(default_factory=list)  # found by this run (a full backup is asked for)
     sentinel: str | None = None
 
     def to_json(self) -> dict:
@@ -155,51 +157,75 @@ def archive_started(repo: Repository) -> bool:
 
 
 def record_chain_break(repo: Repository, reasons: list[str], *, job: str, timeline: int | None = None,
-                       acknowledged_by: str | None = None) -> str:
+                       lsn: str | None = None, acknowledged_by: str | None = None,
+                       wal_missing_from: str | None = None) -> str:
     """Write a chain break to the repository (``wal/breaks/``); returns its key.
 
-    ``acknowledged_by``: the full backup that found the break and starts the new chain
-    (it counts once that backup is complete). Records are kept as the audit trail of
-    the archive's history; they are small and rare.
+    ``timeline`` and ``lsn``: the server's WAL position when the break was found; a
+    complete full backup that starts there or later is the new chain. ``acknowledged_by``:
+    the full backup that found the break and starts the new chain itself.
+    ``wal_missing_from``: the first segment the break may have lost (the one after the
+    newest stored), so that ``verify`` can tell this known gap from an unexplained one.
+    Records are kept as the audit trail of the archive's history; they are small and rare.
     """
     now = datetime.now(timezone.utc)
     key = f"{BREAKS_DIR}{now:%Y%m%dT%H%M%S%fZ}.json"
-    repo.put_bytes(key, json.dumps({"time": now.isoformat(), "job": job, "timeline": timeline,
-                                    "reasons": reasons, "acknowledged_by": acknowledged_by}).encode())
+    repo.put_bytes(key, json.dumps({"time": now.isoformat(), "job": job, "timeline": timeline, "lsn": lsn,
+                                    "reasons": reasons, "acknowledged_by": acknowledged_by,
+                                    "wal_missing_from": wal_missing_from}).encode())
     log.error("WAL chain break recorded in %s/%s: %s", repo.location, key, " | ".join(reasons))
     return key
 
 
-def unacknowledged_breaks(repo: Repository) -> list[tuple[str, dict]]:
-    """Recorded chain breaks after which no full backup has completed: (key, record).
+def first_unshipped(newest: dict[int, int], timeline: int | None, segment_size: int) -> str | None:
+    """The segment after the newest stored one on ``timeline`` (default: the newest
+    timeline with stored WAL): where a chain break's gap begins."""
+    if timeline is None:
+        timeline = max(newest, default=None)
+    if timeline is None or timeline not in newest:
+        return None
+    return wal.Segment(timeline, newest[timeline] + 1, segment_size).name
 
-    A break counts as handled once a complete backup started after it, or the backup
-    that recorded it (``acknowledged_by``) is complete. An unreadable record is
-    reported as unhandled, never skipped.
-    """
-    keys = [o.key for o in repo.list(BREAKS_DIR)]
+
+@dataclass
+class Breaks:
+    """The recorded chain breaks: those no complete full backup has followed yet, and
+    where every recorded one's gap begins."""
+
+    unacknowledged: list[tuple[str, dict]] = field(default_factory=list)
+    gap_starts: set[str] = field(default_factory=set)
+
+
+def read_breaks(repo: Repository) -> Breaks:
+    """The repository's chain-break records (see :func:`~pgops.backup.inventory.break_acknowledged`).
+    An unreadable record counts as not followed: it is reported, never skipped."""
+    out = Breaks()
+    keys = sorted(o.key for o in repo.list(BREAKS_DIR))
     if not keys:
-        return []
+        return out
     from pgops.backup.inventory import break_acknowledged
 
     complete = sorted(o.key.split("/")[1] for o in repo.list(catalog.BACKUPS)
                       if o.key.endswith("/" + catalog.MARKER))
-    newest_start = None
-    if complete:  # backup ids have whole seconds; the record has the exact start
+    newest = None
+    if complete:  # the ids sort by start time; only the newest backup.json is read
         try:
-            newest_start = catalog.BackupRecord.model_validate_json(
-                repo.get_bytes(catalog.backup_key(complete[-1], catalog.MARKER))).start_time
+            rec = catalog.BackupRecord.model_validate_json(repo.get_bytes(catalog.backup_key(complete[-1],
+                                                                                              catalog.MARKER)))
+            newest = (rec.timeline, wal.parse_lsn(rec.start_lsn), rec.start_time)
         except (ValueError, NotFound) as exc:
             log.warning("cannot read the newest backup's backup.json (%s): counting no backup as a new chain", exc)
-    out = []
-    for key in sorted(keys):
+    for key in keys:
         try:
             record = json.loads(repo.get_bytes(key))
-            if break_acknowledged(record, set(complete), newest_start):
+            if record.get("wal_missing_from"):
+                out.gap_starts.add(record["wal_missing_from"])
+            if break_acknowledged(record, set(complete), newest):
                 continue
-        except (ValueError, KeyError, TypeError) as exc:
-            record = {"time": "?", "reasons": [f"the record is unreadable: {exc}"]}
-        out.append((key, record))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            record = {"time": "?", "reasons": [f"the record is unreadable ({exc}): inspect it, and delete it by "
+                                                "hand once a full backup has completed"]}
+        out.unacknowledged.append((key, record))
     return out
 
 
@@ -214,18 +240,25 @@ def newest_stored(repo: Repository, segment_size: int = wal.DEFAULT_SEGMENT_SIZE
     return out
 
 
-def spool_gap(spool: Path, timeline: int, newest: int | None, segment_size: int) -> str | None:
-    """A chain break when the spool's first segment on ``timeline`` is not the one after
-    the newest stored: WAL in between was received (so the slot released it on the
-    server) but its spool is gone."""
-    numbers = [wal.parse_segment(p.name, segment_size).number for p in spool_files(spool)
-               if wal.is_segment_name(p.name) and int(p.name[:8], 16) == timeline]
-    if newest is None or not numbers or min(numbers) <= newest + 1:
+def spool_gap(spool: Path, timeline: int, newest: int | None, segment_size: int) -> tuple[str, str] | None:
+    """(first missing segment, message) when the spool's segments on ``timeline`` do not
+    carry on from the newest stored one without a hole: WAL in between was received (so
+    the slot released it on the server) but its spool is gone."""
+    numbers = sorted({wal.parse_segment(p.name, segment_size).number for p in spool_files(spool)
+                      if wal.is_segment_name(p.name) and int(p.name[:8], 16) == timeline})
+    if newest is None:
         return None
-    first, last = (wal.Segment(timeline, n, segment_size).name for n in (newest + 1, min(numbers) - 1))
-    return (f"WAL {first}..{last} was received but never shipped: the spool {spool} no longer has it (a lost "
-            "disk, or a run on another worker?) and the slot had already released it on the server; "
-            "a new full backup starts a new chain")
+    expected = newest + 1
+    for n in numbers:
+        if n < expected:
+            continue  # already stored (a run that died after the upload): shipped again as a no-op
+        if n > expected:
+            first, last = (wal.Segment(timeline, x, segment_size).name for x in (expected, n - 1))
+            return first, (f"WAL {first}..{last} was received but never shipped: the spool {spool} no longer has "
+                           "it (a lost disk, or a run on another worker?) and the slot had already released it "
+                           "on the server; a new full backup starts a new chain")
+        expected = n + 1
+    return None
 
 
 def receivewal_argv(bindir: Path, conninfo: str, spool: Path, slot: str, endpos: int) -> list[str]:
@@ -247,18 +280,34 @@ def spool_files(spool: Path) -> list[Path]:
     return sorted(files, key=lambda p: (not wal.is_history_name(p.name), p.name))
 
 
-def _set_aside_partials(spool: Path) -> None:
-    """After a chain break, an unfinished segment in the spool belongs to the old history
-    (another slot, timeline or server): pg_receivewal must not resume from it. It is
-    moved aside, not deleted, for inspection."""
-    partials = [p for p in spool.iterdir() if p.name.endswith(".partial")]
+def _set_aside_partials(spool: Path, behind: wal.Segment | None = None) -> None:
+    """Move unfinished segments out of pg_receivewal's way, aside for inspection (never
+    deleted). pg_receivewal resumes from the newest file in the spool, not from the slot.
+
+    After a chain break (``behind`` None) every unfinished segment belongs to the old
+    history (another slot, timeline or server). Otherwise only one behind the slot's
+    position (``behind``: its segment) is set aside: the slot was recreated after that
+    file was written (by a full backup, or by a run that failed before this point), so
+    the server need not have the WAL that resuming from it would ask for.
+    """
+    partials = []
+    for p in spool.iterdir():
+        if not p.name.endswith(".partial"):
+            continue
+        name = p.name.removesuffix(".partial")
+        if behind is not None and wal.is_segment_name(name):
+            seg = wal.parse_segment(name, behind.segment_size)
+            if seg.timeline == behind.timeline and seg.number >= behind.number:
+                continue
+        partials.append(p)
     if not partials:
         return
-    aside = spool / f"set-aside-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+    aside = spool / f"set-aside-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}"
     aside.mkdir(exist_ok=True)
     for p in partials:
         p.rename(aside / p.name)
-        log.warning("chain break: moved the unfinished segment %s aside to %s", p.name, aside)
+        log.warning("moved the unfinished segment %s aside to %s: %s", p.name, aside,
+                    "a chain break" if behind is None else f"it is behind the slot's position ({behind.name})")
 
 
 def ship_wal(config: PgopsConfig, repo: Repository, *, timeout_s: int = 1800) -> ShipResult:
@@ -286,11 +335,15 @@ def ship_wal(config: PgopsConfig, repo: Repository, *, timeout_s: int = 1800) ->
             raise IntegrityError(
                 f"the server is on timeline {timeline} but {repo.location} already holds WAL of timeline "
                 f"{max(known)}: is this an old primary? Refusing to ship into the newer history.")
-        earlier = unacknowledged_breaks(repo)
+        breaks = read_breaks(repo)
         recorded: list[str] = []
 
         def record(reasons: list[str]) -> None:
-            recorded.append(record_chain_break(repo, found + reasons, job="wal_shipping", timeline=timeline))
+            # The gap begins after the newest stored segment: on the old timeline after a switch.
+            position = conn.execute("SELECT pg_catalog.pg_current_wal_lsn()::text").fetchone()[0]
+            recorded.append(record_chain_break(
+                repo, found + reasons, job="wal_shipping", timeline=timeline, lsn=position,
+                wal_missing_from=first_unshipped(newest, max(known) if known else timeline, seg_size)))
 
         slot_check = ShipResult()
         state = ensure_slot(conn, slot, slot_check, record=record,
@@ -299,10 +352,12 @@ def ship_wal(config: PgopsConfig, repo: Repository, *, timeout_s: int = 1800) ->
         if found and not recorded:
             record([])
         result.chain_breaks += found
-        for key, old in earlier:
+        result.new_chain_breaks += found
+        for key, old in breaks.unacknowledged:
             result.chain_breaks.append(
                 f"a chain break recorded at {old.get('time')} ({key}) is not yet followed by a complete full "
-                f"backup, so point-in-time recovery has a gap until one completes: {' | '.join(old['reasons'])}")
+                f"backup, so point-in-time recovery has a gap until one completes: "
+                f"{' | '.join(map(str, old.get('reasons') or ['(no reason recorded)']))}")
         # pg_switch_wal() itself does nothing when no WAL was written since the last
         # switch: it then returns the current segment boundary.
         # The time is read before the switch: every commit before it has its record
@@ -326,10 +381,9 @@ def ship_wal(config: PgopsConfig, repo: Repository, *, timeout_s: int = 1800) ->
             conn.execute("SELECT pg_catalog.pg_create_restore_point(%s)",
                          [f"pgops-wal-{switch_time.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}"])
 
-    if found:
-        _set_aside_partials(spool)
-    bindir = find_bindir(version_num // 10000)
     received_to = wal.parse_lsn(state.restart_lsn) if state.restart_lsn else 0
+    _set_aside_partials(spool, None if found else wal.segment_of(timeline, received_to, seg_size))
+    bindir = find_bindir(version_num // 10000)
     if endpos > received_to:
         argv = receivewal_argv(bindir, conninfo_string(conn_info, "pgops:wal_shipping"), spool, slot, endpos)
         env = {**os.environ, "PGPASSWORD": conn_info.password or "",
@@ -345,11 +399,16 @@ def ship_wal(config: PgopsConfig, repo: Repository, *, timeout_s: int = 1800) ->
         if proc.returncode != 0:
             raise TransientError(f"pg_receivewal exited with status {proc.returncode}: {proc.stderr.strip()[-2000:]}")
 
-    if not found:
-        gap = spool_gap(spool, timeline, newest.get(timeline), seg_size)
-        if gap:
-            record_chain_break(repo, [gap], job="wal_shipping", timeline=timeline)
-            result.chain_breaks.insert(0, gap)
+    gap = None if found else spool_gap(spool, timeline, newest.get(timeline), seg_size)
+    if gap and gap[0] in breaks.gap_starts:
+        # A recorded break already covers it (say, the full backup that recreated the slot):
+        # reported above while no full backup has followed, not recorded twice.
+        log.warning("%s (already recorded as a chain break)", gap[1])
+    elif gap:
+        record_chain_break(repo, [gap[1]], job="wal_shipping", timeline=timeline, lsn=result.end_lsn,
+                           wal_missing_from=gap[0])
+        result.chain_breaks.insert(0, gap[1])
+        result.new_chain_breaks.append(gap[1])
     encode = frame_encoder(config.backup.compression_level)  # one for the run, freed after it
     for path in spool_files(spool):
         key, uploaded = ship_file(repo, path, config.backup.compression_level, encode)
