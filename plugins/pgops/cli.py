@@ -311,6 +311,11 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "needs_airflow", True):
         with contextlib.redirect_stdout(sys.stderr):
             import airflow.sdk  # noqa: F401
+        # Airflow's structlog loggers (the providers' hooks log through them) write to
+        # the sys.stdout of the moment they are first used: send them to stderr too.
+        import structlog
+
+        structlog.configure(logger_factory=structlog.WriteLoggerFactory(file=sys.stderr))
 
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr,
                         force=True)

@@ -107,6 +107,42 @@ def test_killed_mid_upload_then_rerun(fixia_conns, tmp_path):
     assert verify(repo, full=True).problems == []
 
 
+def test_killed_mid_upload_to_s3_then_rerun_and_prune(fixia_conns, s3_repo_config, tmp_path):
+    """A worker killed with a multipart upload in flight cannot abort it: the upload is
+    left behind, invisible to listings, and nothing is committed. The rerun takes a whole
+    backup; the next prune after the grace period aborts the orphaned upload."""
+    from datetime import timedelta
+
+    from pgops.backup.retention import Policy, prune
+
+    config, proxy, bucket = s3_repo_config
+    proxy.rules.append(Rule(parts_of(3), ("delay", 20), times=1))  # part 3 hangs: the kill lands mid-upload
+    config_file = tmp_path / "pgops.yaml"
+    config_file.write_text(yaml.safe_dump({"repository": {"url": config.repository.url, "part_size_mib": 5}}))
+    proc = pgops_cli(["backup", "full"], dict(os.environ), config_file)
+    deadline = time.monotonic() + 120
+    while proxy.rules[0].hits == 0 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proxy.rules[0].hits == 1, "the upload never reached part 3"
+    os.killpg(proc.pid, signal.SIGKILL)  # the worker and its pg_basebackup
+    assert proc.wait() == -signal.SIGKILL
+    client = boto3.client("s3", endpoint_url=proxy.upstream, region_name="us-east-1")
+    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []), "the killed upload is left behind"
+    repo = open_repository(config.repository)
+    assert not [o for o in repo.list("backups/") if o.key.endswith("backup.json")], "nothing committed"
+
+    rerun = pgops_cli(["backup", "full"], dict(os.environ), config_file)
+    out, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    (entry,) = [e for e in catalog.read_catalog(repo) if e.record]
+    assert json.loads(out)["backup_id"] == entry.backup_id, "stdout is the result alone, logs go to stderr"
+    prune(repo, Policy(full_days=30, min_full_backups=2, pitr_days=7, incomplete_grace_hours=1),
+          entry.record.stop_time + timedelta(hours=2))
+    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == [], "orphaned parts stay billed"
+    assert [b["status"] for b in summarize(scan(repo))["backups"]] == ["complete"]
+    assert verify(repo, full=True).problems == []
+
+
 def test_killed_mid_wal_ship_then_rerun(tmp_path):
     cluster = start_cluster()
     try:
