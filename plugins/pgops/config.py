@@ -283,7 +283,10 @@ class PartitionedTable(_Section):
 
 
 class PartitionsConfig(_Section):
-    """Monthly partition creation and retention of the large time-based tables."""
+    """Monthly partition creation and retention of the large time-based tables.
+
+    Reserved for the partition DAG, not built yet: validated, but nothing reads these keys today.
+    """
 
     schedule: str = Field("0 3 1 * *", description="Cron of partition maintenance (UTC).")
     tables: list[PartitionedTable] = Field(
@@ -300,7 +303,10 @@ class PartitionsConfig(_Section):
 
 
 class MatviewsConfig(_Section):
-    """Nightly materialized-view refreshes."""
+    """Nightly materialized-view refreshes.
+
+    Reserved for the refresh DAG, not built yet: validated, but nothing reads these keys today.
+    """
 
     schedule: str = Field("0 2 * * *", description="Cron of the nightly refresh (UTC).")
     views: list[str] = Field(
@@ -312,7 +318,11 @@ class MatviewsConfig(_Section):
 
 
 class MonitoringConfig(_Section):
-    """Health thresholds: a value past one is reported as a problem."""
+    """Health thresholds: a value past one is reported as a problem.
+
+    Reserved for the monitoring DAG, not built yet: validated, but nothing reads these keys today
+    (WAL shipping reports the slot's retained WAL as `slot_retained_bytes` in its result).
+    """
 
     schedule: str = Field("*/15 * * * *", description="Cron of health collection (UTC).")
     cache_hit_ratio_min: float = Field(0.90, ge=0, le=1, description="Buffer cache hit ratio below this is a problem.")
