@@ -16,7 +16,7 @@ touched), then
 full backup (a new chain), and `fail_on_chain_break` turns the run red with the reason.
 Every run stays red, naming the break, until a full backup has completed after it
 (WAL is still shipped meanwhile; the Asset is emitted only by the run that found the
-break, so red runs do not queue more backups). `pgops backups list` shows each
+break, and by its retries, so later red runs do not queue more backups). `pgops backups list` shows each
 recorded break.
 
 **Other failures**: a segment already stored with a different checksum
@@ -67,8 +67,9 @@ def pgops_wal_shipping():
 
         return tasks.announce_chain_break(result)
 
-    # Also after a skipped announcement: a break of an earlier run keeps the run red.
-    @task(trigger_rule=TriggerRule.NONE_FAILED)
+    # Also after a skipped announcement (a break of an earlier run keeps the run red),
+    # but not when shipping itself was skipped (a stale or backfill run).
+    @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
     def fail_on_chain_break(result: dict) -> None:
         from pgops.backup import tasks
 

@@ -299,6 +299,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _CurrentStderr:
+    """A file that writes to whatever ``sys.stderr`` is at the time of the write."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -312,10 +322,11 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.redirect_stdout(sys.stderr):
             import airflow.sdk  # noqa: F401
         # Airflow's structlog loggers (the providers' hooks log through them) write to
-        # the sys.stdout of the moment they are first used: send them to stderr too.
+        # the sys.stdout of the moment they are first used: send them to stderr too,
+        # whatever sys.stderr is when they write.
         import structlog
 
-        structlog.configure(logger_factory=structlog.WriteLoggerFactory(file=sys.stderr))
+        structlog.configure(logger_factory=structlog.WriteLoggerFactory(file=_CurrentStderr()))
 
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr,
                         force=True)

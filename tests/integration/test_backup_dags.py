@@ -95,3 +95,13 @@ def test_wal_dag_is_red_on_a_chain_break_until_a_full_backup(backup_env, airflow
     assert third.state == "success"
     assert states(third) == {"ship_wal": "success", "announce_chain_break": "skipped",
                              "fail_on_chain_break": "skipped"}
+
+
+def test_a_stale_wal_run_does_nothing_and_stays_green(backup_env, airflow_db, monkeypatch):
+    from pgops.backup import tasks
+
+    monkeypatch.setattr(tasks, "_guard", lambda context, max_lag: "stale run (simulated)")
+    run = load_dag("pgops_wal_shipping").test()
+    assert run.state == "success"
+    assert states(run) == {"ship_wal": "skipped", "announce_chain_break": "skipped",
+                           "fail_on_chain_break": "skipped"}

@@ -256,11 +256,76 @@ def test_a_run_that_recreated_a_lost_slot_and_died_is_not_stuck(lossy_server, co
     with monkeypatch.context() as m:
         m.setattr(walship, "write_sentinel", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("worker died")))
         with pytest.raises(RuntimeError, match="worker died"):
-            ship_wal(config, repo)
+            ship_wal(config, repo, run_id="scheduled__1")
     (record,) = repo.list(BREAKS_DIR)
-    retry = ship_wal(config, repo)
+    retry = ship_wal(config, repo, run_id="scheduled__1")
     assert len(retry.chain_breaks) == 1 and record.key in retry.chain_breaks[0], retry.chain_breaks
     assert retry.shipped, "shipping carries on from the new slot"
+    # The Asset was never emitted by the attempt that died: its retry announces the break;
+    # a later run reports it but does not ask for another backup.
+    assert retry.new_chain_breaks == retry.chain_breaks
+    later = ship_wal(config, repo, run_id="scheduled__2")
+    assert later.chain_breaks and later.new_chain_breaks == []
     run_full_backup(config, repo)
     assert ship_wal(config, repo).chain_breaks == []
     assert verify(repo).problems == []
+
+
+def fail_uploads(monkeypatch, config, repo) -> None:
+    """A run during a repository outage: received WAL stays in the spool."""
+    from pgops.backup import walship
+    from pgops.errors import TransientError
+
+    def down(*args, **kwargs):
+        raise TransientError("S3 down")
+
+    with monkeypatch.context() as m:
+        m.setattr(walship, "ship_file", down)
+        with pytest.raises(TransientError):
+            walship.ship_wal(config, repo)
+
+
+def test_complete_leftovers_behind_a_recreated_slot_are_shipped_first(lossy_server, config, monkeypatch):
+    """A run received WAL but could not upload it; then the slot was lost and recreated.
+    pg_receivewal resumes after the newest complete segment in the spool, which the
+    server no longer has: the leftovers ship first, so the run is not stuck."""
+    repo = LocalRepository(config.repository.local_path())
+    ship_wal(config, repo)
+    write_wal(lossy_server, 40)
+    fail_uploads(monkeypatch, config, repo)
+    spool = config.resolve_path(config.backup.spool_dir) / "pgops_test"
+    leftovers = sorted(p.name for p in spool.iterdir() if wal.is_segment_name(p.name))
+    assert leftovers
+    lose_wal(lossy_server)
+    result = ship_wal(config, repo)
+    assert set(leftovers) <= set(result.shipped)
+    assert any("did not exist" in b for b in result.new_chain_breaks)
+    run_full_backup(config, repo)
+    assert ship_wal(config, repo).chain_breaks == []
+    assert verify(repo).problems == []
+
+
+def test_a_later_loss_is_not_hidden_behind_an_old_break(lossy_server, config, monkeypatch):
+    """A recorded, acknowledged break covers only the WAL lost before it. WAL lost later
+    from the same segment on (an outage, then the spool's disk) is a new break."""
+    repo = LocalRepository(config.repository.local_path())
+    ship_wal(config, repo)
+    write_wal(lossy_server, 20)
+    ship_wal(config, repo)
+    lose_wal(lossy_server)
+    spool = config.resolve_path(config.backup.spool_dir) / "pgops_test"
+    shutil.rmtree(spool)
+    run_full_backup(config, repo)  # records the break and starts a new chain
+    write_wal(lossy_server, 40)
+    fail_uploads(monkeypatch, config, repo)
+    received = max(wal.parse_segment(p.name) for p in spool.iterdir() if wal.is_segment_name(p.name))
+    with lossy_server.superuser() as conn:  # pg_receivewal's feedback over the hour
+        conn.execute("SELECT pg_replication_slot_advance('pgops_test', %s::pg_lsn)",
+                     [wal.format_lsn(received.end_lsn)])
+    shutil.rmtree(spool)  # and the worker's disk is lost
+    write_wal(lossy_server, 20)
+    result = ship_wal(config, repo)
+    assert any("never shipped" in b for b in result.new_chain_breaks), result.chain_breaks
+    assert len(repo.list(BREAKS_DIR)) == 2
+    assert any("WAL gap" in p for p in verify(repo).problems)
+

@@ -31,8 +31,8 @@ def test_a_spool_that_carries_on_from_the_archive_has_no_gap(tmp_path):
 
 def test_leftovers_already_stored_do_not_hide_a_hole(tmp_path):
     # 10 was shipped by a run that died before removing it; 11..14 went with the spool.
-    first, message = spool_gap(spool_with(tmp_path, seg(10), seg(15), seg(16)), 1, 10, SIZE)
-    assert first == seg(11) and f"{seg(11)}..{seg(14)}" in message
+    first, last, message = spool_gap(spool_with(tmp_path, seg(10), seg(15), seg(16)), 1, 10, SIZE)
+    assert (first, last) == (seg(11), 14) and f"{seg(11)}..{seg(14)}" in message
 
 
 def test_other_timelines_and_history_files_are_not_counted(tmp_path):
@@ -70,3 +70,11 @@ def test_only_unfinished_segments_behind_the_slot_are_set_aside(tmp_path):
     assert sorted(p.name for p in aside.iterdir()) == [seg(4) + ".partial", seg(7, tli=2) + ".partial"]
     _set_aside_partials(spool)  # a chain break: every unfinished segment goes
     assert [p.name for p in spool.iterdir() if p.is_file()] == [seg(5)]
+
+
+def test_a_break_covers_only_the_wal_before_its_recorded_position():
+    from pgops.backup.inventory import gap_covered
+
+    record = {"time": T0.isoformat(), "timeline": 1, "lsn": "0/C000100", "wal_missing_from": seg(4)}
+    assert gap_covered(record) == (1, 4, 12)  # a later, longer loss from 4 on is not covered
+    assert gap_covered({"time": T0.isoformat(), "wal_missing_from": seg(4)}) is None

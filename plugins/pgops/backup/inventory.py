@@ -57,6 +57,18 @@ def break_acknowledged(record: dict, complete_ids: set[str], newest: tuple[int, 
     return start_time > datetime.fromisoformat(record["time"])
 
 
+def gap_covered(record: dict, segment_size: int = wal.DEFAULT_SEGMENT_SIZE) -> tuple[int, int, int] | None:
+    """The WAL a chain-break record says may be lost: (timeline, first, last segment
+    number). It starts at ``wal_missing_from`` and ends before the server's WAL position
+    when the break was recorded (``lsn``), so WAL lost later is not covered. None for a
+    record without both."""
+    first = record.get("wal_missing_from")
+    if not first or not record.get("lsn"):
+        return None
+    seg = wal.parse_segment(first, segment_size)
+    return seg.timeline, seg.number, wal.segment_of(1, wal.parse_lsn(record["lsn"]), segment_size).number
+
+
 def newest_backup(records) -> tuple[int, int, datetime] | None:
     """(timeline, start LSN, start time) of the newest of these complete backups."""
     newest = max(records, key=lambda r: r.start_time, default=None)
@@ -105,6 +117,8 @@ def scan(repo: Repository) -> Inventory:
                 datetime.fromisoformat(record["time"])
                 if record.get("lsn"):
                     wal.parse_lsn(record["lsn"])
+                if record.get("timeline") is not None:
+                    int(record["timeline"])
                 inv.breaks.append({**record, "key": obj.key})
             except (ValueError, KeyError, TypeError) as exc:
                 inv.problems.append(f"{obj.key} is unreadable: {exc}")
@@ -139,14 +153,19 @@ def scan(repo: Repository) -> Inventory:
     return inv
 
 
-def explained_gaps(inv: Inventory) -> set[str]:
-    """First missing segments of the gaps that recorded chain breaks explain, once a
-    complete full backup has followed them (the break is known and a new chain exists)."""
+def explained_gaps(inv: Inventory) -> list[tuple[int, int, int]]:
+    """The WAL that recorded chain breaks say may be lost, (timeline, first, last
+    segment number), for breaks a complete full backup has followed (the break is known
+    and a new chain exists). See :func:`gap_covered`."""
     complete = [e.record for e in inv.entries if e.record is not None]
     newest = newest_backup(complete)
     ids = {r.id for r in complete}
-    return {b["wal_missing_from"] for b in inv.breaks
-            if b.get("wal_missing_from") and break_acknowledged(b, ids, newest)}
+    out = []
+    for b in inv.breaks:
+        extent = gap_covered(b, inv.segment_size)
+        if extent is not None and break_acknowledged(b, ids, newest):
+            out.append(extent)
+    return out
 
 
 def _contiguous_end(numbers: set[int], start: int) -> int | None:

@@ -69,7 +69,7 @@ def ship_wal(context: dict[str, Any]) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowSkipException
 
         raise AirflowSkipException("stale or backfill run: WAL is shipped by the current run")
-    return run(config, open_repository(config.repository, config.encryption)).to_json()
+    return run(config, open_repository(config.repository, config.encryption), run_id=context.get("run_id")).to_json()
 
 
 def announce_chain_break(result: dict[str, Any]) -> list[str]:
@@ -88,7 +88,7 @@ def announce_chain_break(result: dict[str, Any]) -> list[str]:
 def fail_on_chain_break(result: dict[str, Any]) -> None:
     """Fail (no retry) while any recorded chain break has no full backup after it; skip
     when the chain is intact."""
-    problems = result.get("chain_breaks") or []
+    problems = (result or {}).get("chain_breaks") or []
     if not problems:
         from airflow.sdk.exceptions import AirflowSkipException
 

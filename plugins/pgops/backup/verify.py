@@ -156,7 +156,7 @@ def continuity_problems(inv: Inventory) -> list[str]:
         if first > max(numbers):
             continue
         for a, b in wal.find_gaps(numbers, first, max(numbers)):
-            if wal.Segment(tli, a, size).name in explained:
+            if any(t == tli and lo <= a and b <= hi for t, lo, hi in explained):
                 log.info("verify: WAL gap %s..%s on timeline %d is a recorded chain break, followed by a new chain",
                          wal.Segment(tli, a, size).name, wal.Segment(tli, b, size).name, tli)
                 continue
@@ -211,7 +211,7 @@ def continuity_problems(inv: Inventory) -> list[str]:
         if not numbers or inv.pruned.get(parent, 0) > max(numbers) or max(numbers) >= needed:
             continue  # nothing of the parent kept for point-in-time recovery, or all there
         first = wal.Segment(parent, max(numbers) + 1, size).name
-        if first in explained:
+        if any(t == parent and lo <= max(numbers) + 1 and needed <= hi for t, lo, hi in explained):
             continue
         problems.append(f"WAL {first}..{wal.Segment(parent, needed, size).name} of timeline {parent}, up to its "
                         f"switch to timeline {tli} at {wal.format_lsn(switch_lsn)}, is missing: recovery from "

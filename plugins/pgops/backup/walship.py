@@ -158,7 +158,7 @@ def archive_started(repo: Repository) -> bool:
 
 def record_chain_break(repo: Repository, reasons: list[str], *, job: str, timeline: int | None = None,
                        lsn: str | None = None, acknowledged_by: str | None = None,
-                       wal_missing_from: str | None = None) -> str:
+                       wal_missing_from: str | None = None, run_id: str | None = None) -> str:
     """Write a chain break to the repository (``wal/breaks/``); returns its key.
 
     ``timeline`` and ``lsn``: the server's WAL position when the break was found; a
@@ -166,13 +166,15 @@ def record_chain_break(repo: Repository, reasons: list[str], *, job: str, timeli
     the full backup that found the break and starts the new chain itself.
     ``wal_missing_from``: the first segment the break may have lost (the one after the
     newest stored), so that ``verify`` can tell this known gap from an unexplained one.
-    Records are kept as the audit trail of the archive's history; they are small and rare.
+    The WAL it may have lost lies between ``wal_missing_from`` and ``lsn``. ``run_id``:
+    the Airflow run that found it (its retries announce it again). Records are kept as
+    the audit trail of the archive's history; they are small and rare.
     """
     now = datetime.now(timezone.utc)
     key = f"{BREAKS_DIR}{now:%Y%m%dT%H%M%S%fZ}.json"
     repo.put_bytes(key, json.dumps({"time": now.isoformat(), "job": job, "timeline": timeline, "lsn": lsn,
                                     "reasons": reasons, "acknowledged_by": acknowledged_by,
-                                    "wal_missing_from": wal_missing_from}).encode())
+                                    "wal_missing_from": wal_missing_from, "run_id": run_id}).encode())
     log.error("WAL chain break recorded in %s/%s: %s", repo.location, key, " | ".join(reasons))
     return key
 
@@ -193,17 +195,20 @@ class Breaks:
     where every recorded one's gap begins."""
 
     unacknowledged: list[tuple[str, dict]] = field(default_factory=list)
-    gap_starts: set[str] = field(default_factory=set)
+    covered: list[tuple[int, int, int]] = field(default_factory=list)  # (timeline, first, last) maybe lost
+
+    def covers(self, timeline: int, first: int, last: int) -> bool:
+        return any(t == timeline and a <= first and last <= b for t, a, b in self.covered)
 
 
-def read_breaks(repo: Repository) -> Breaks:
+def read_breaks(repo: Repository, segment_size: int = wal.DEFAULT_SEGMENT_SIZE) -> Breaks:
     """The repository's chain-break records (see :func:`~pgops.backup.inventory.break_acknowledged`).
     An unreadable record counts as not followed: it is reported, never skipped."""
     out = Breaks()
     keys = sorted(o.key for o in repo.list(BREAKS_DIR))
     if not keys:
         return out
-    from pgops.backup.inventory import break_acknowledged
+    from pgops.backup.inventory import break_acknowledged, gap_covered
 
     complete = sorted(o.key.split("/")[1] for o in repo.list(catalog.BACKUPS)
                       if o.key.endswith("/" + catalog.MARKER))
@@ -218,8 +223,9 @@ def read_breaks(repo: Repository) -> Breaks:
     for key in keys:
         try:
             record = json.loads(repo.get_bytes(key))
-            if record.get("wal_missing_from"):
-                out.gap_starts.add(record["wal_missing_from"])
+            extent = gap_covered(record, segment_size)
+            if extent is not None:
+                out.covered.append(extent)
             if break_acknowledged(record, set(complete), newest):
                 continue
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -240,8 +246,20 @@ def newest_stored(repo: Repository, segment_size: int = wal.DEFAULT_SEGMENT_SIZE
     return out
 
 
-def spool_gap(spool: Path, timeline: int, newest: int | None, segment_size: int) -> tuple[str, str] | None:
-    """(first missing segment, message) when the spool's segments on ``timeline`` do not
+def with_spool(newest: dict[int, int], spool: Path, segment_size: int) -> dict[int, int]:
+    """``newest`` (stored segment per timeline) moved on past the complete segments the
+    spool holds in sequence: what will be stored once the spool is shipped."""
+    out = dict(newest)
+    for path in spool_files(spool):
+        if wal.is_segment_name(path.name):
+            seg = wal.parse_segment(path.name, segment_size)
+            if out.get(seg.timeline) == seg.number - 1:
+                out[seg.timeline] = seg.number
+    return out
+
+
+def spool_gap(spool: Path, timeline: int, newest: int | None, segment_size: int) -> tuple[str, int, str] | None:
+    """(first missing segment, last missing segment number, message) when the spool's segments on ``timeline`` do not
     carry on from the newest stored one without a hole: WAL in between was received (so
     the slot released it on the server) but its spool is gone."""
     numbers = sorted({wal.parse_segment(p.name, segment_size).number for p in spool_files(spool)
@@ -254,7 +272,7 @@ def spool_gap(spool: Path, timeline: int, newest: int | None, segment_size: int)
             continue  # already stored (a run that died after the upload): shipped again as a no-op
         if n > expected:
             first, last = (wal.Segment(timeline, x, segment_size).name for x in (expected, n - 1))
-            return first, (f"WAL {first}..{last} was received but never shipped: the spool {spool} no longer has "
+            return first, n - 1, (f"WAL {first}..{last} was received but never shipped: the spool {spool} no longer has "
                            "it (a lost disk, or a run on another worker?) and the slot had already released it "
                            "on the server; a new full backup starts a new chain")
         expected = n + 1
@@ -310,8 +328,9 @@ def _set_aside_partials(spool: Path, behind: wal.Segment | None = None) -> None:
                     "a chain break" if behind is None else f"it is behind the slot's position ({behind.name})")
 
 
-def ship_wal(config: PgopsConfig, repo: Repository, *, timeout_s: int = 1800) -> ShipResult:
-    """One WAL shipping run (see the module docstring)."""
+def ship_wal(config: PgopsConfig, repo: Repository, *, timeout_s: int = 1800, run_id: str | None = None) -> ShipResult:
+    """One WAL shipping run (see the module docstring). ``run_id``: the Airflow run, so
+    that a retry announces again a chain break its first attempt recorded."""
     from pgops.postgres.session import connect, conninfo_string
 
     result = ShipResult()
@@ -335,15 +354,17 @@ def ship_wal(config: PgopsConfig, repo: Repository, *, timeout_s: int = 1800) ->
             raise IntegrityError(
                 f"the server is on timeline {timeline} but {repo.location} already holds WAL of timeline "
                 f"{max(known)}: is this an old primary? Refusing to ship into the newer history.")
-        breaks = read_breaks(repo)
+        breaks = read_breaks(repo, seg_size)
         recorded: list[str] = []
 
         def record(reasons: list[str]) -> None:
             # The gap begins after the newest stored segment: on the old timeline after a switch.
             position = conn.execute("SELECT pg_catalog.pg_current_wal_lsn()::text").fetchone()[0]
+            # (after what the spool still holds and ships first).
             recorded.append(record_chain_break(
-                repo, found + reasons, job="wal_shipping", timeline=timeline, lsn=position,
-                wal_missing_from=first_unshipped(newest, max(known) if known else timeline, seg_size)))
+                repo, found + reasons, job="wal_shipping", timeline=timeline, lsn=position, run_id=run_id,
+                wal_missing_from=first_unshipped(with_spool(newest, spool, seg_size),
+                                                 max(known) if known else timeline, seg_size)))
 
         slot_check = ShipResult()
         state = ensure_slot(conn, slot, slot_check, record=record,
@@ -354,10 +375,12 @@ def ship_wal(config: PgopsConfig, repo: Repository, *, timeout_s: int = 1800) ->
         result.chain_breaks += found
         result.new_chain_breaks += found
         for key, old in breaks.unacknowledged:
-            result.chain_breaks.append(
-                f"a chain break recorded at {old.get('time')} ({key}) is not yet followed by a complete full "
-                f"backup, so point-in-time recovery has a gap until one completes: "
-                f"{' | '.join(map(str, old.get('reasons') or ['(no reason recorded)']))}")
+            message = (f"a chain break recorded at {old.get('time')} ({key}) is not yet followed by a complete "
+                       f"full backup, so point-in-time recovery has a gap until one completes: "
+                       f"{' | '.join(map(str, old.get('reasons') or ['(no reason recorded)']))}")
+            result.chain_breaks.append(message)
+            if run_id is not None and old.get("run_id") == run_id:
+                result.new_chain_breaks.append(message)  # this run's earlier attempt found it: announce again
         # pg_switch_wal() itself does nothing when no WAL was written since the last
         # switch: it then returns the current segment boundary.
         # The time is read before the switch: every commit before it has its record
@@ -383,6 +406,34 @@ def ship_wal(config: PgopsConfig, repo: Repository, *, timeout_s: int = 1800) ->
 
     received_to = wal.parse_lsn(state.restart_lsn) if state.restart_lsn else 0
     _set_aside_partials(spool, None if found else wal.segment_of(timeline, received_to, seg_size))
+    encode = frame_encoder(config.backup.compression_level)  # one for the run, freed after it
+
+    def ship_spool() -> None:
+        """Check the spool carries on from the archive, then ship every complete file."""
+        gap = None if found else spool_gap(spool, timeline, newest.get(timeline), seg_size)
+        if gap and breaks.covers(timeline, wal.parse_segment(gap[0], seg_size).number, gap[1]):
+            # A recorded break already covers this lost WAL (say, the full backup that
+            # recreated the slot): reported above while no full backup has followed it.
+            log.warning("%s (already recorded as a chain break)", gap[2])
+        elif gap:
+            record_chain_break(repo, [gap[2]], job="wal_shipping", timeline=timeline, lsn=result.end_lsn,
+                                     wal_missing_from=gap[0], run_id=run_id)
+            breaks.covered.append((timeline, wal.parse_segment(gap[0], seg_size).number, gap[1]))
+            result.chain_breaks.insert(0, gap[2])
+            result.new_chain_breaks.append(gap[2])
+        for path in spool_files(spool):
+            key, uploaded = ship_file(repo, path, config.backup.compression_level, encode)
+            (result.shipped if uploaded else result.already_stored).append(path.name)
+            path.unlink()  # only after the repository confirmed the object
+            log.info("%s %s", "shipped" if uploaded else "already stored", key)
+            if wal.is_segment_name(path.name):
+                seg = wal.parse_segment(path.name, seg_size)
+                newest[seg.timeline] = max(newest.get(seg.timeline, -1), seg.number)
+
+    # What an earlier run received and did not ship goes first: pg_receivewal resumes
+    # after the newest complete segment in the spool, which the server may have removed
+    # by now if the slot was recreated meanwhile.
+    ship_spool()
     bindir = find_bindir(version_num // 10000)
     if endpos > received_to:
         argv = receivewal_argv(bindir, conninfo_string(conn_info, "pgops:wal_shipping"), spool, slot, endpos)
@@ -398,23 +449,7 @@ def ship_wal(config: PgopsConfig, repo: Repository, *, timeout_s: int = 1800) ->
             log.info("pg_receivewal: %s", line)
         if proc.returncode != 0:
             raise TransientError(f"pg_receivewal exited with status {proc.returncode}: {proc.stderr.strip()[-2000:]}")
-
-    gap = None if found else spool_gap(spool, timeline, newest.get(timeline), seg_size)
-    if gap and gap[0] in breaks.gap_starts:
-        # A recorded break already covers it (say, the full backup that recreated the slot):
-        # reported above while no full backup has followed, not recorded twice.
-        log.warning("%s (already recorded as a chain break)", gap[1])
-    elif gap:
-        record_chain_break(repo, [gap[1]], job="wal_shipping", timeline=timeline, lsn=result.end_lsn,
-                           wal_missing_from=gap[0])
-        result.chain_breaks.insert(0, gap[1])
-        result.new_chain_breaks.append(gap[1])
-    encode = frame_encoder(config.backup.compression_level)  # one for the run, freed after it
-    for path in spool_files(spool):
-        key, uploaded = ship_file(repo, path, config.backup.compression_level, encode)
-        (result.shipped if uploaded else result.already_stored).append(path.name)
-        path.unlink()  # only after the repository confirmed the object
-        log.info("%s %s", "shipped" if uploaded else "already stored", key)
+    ship_spool()
 
     with connect(config.database.backup_conn_id, config.database, job="wal_shipping") as conn:
         # Everything up to endpos is now confirmed in the repository: release it on the
