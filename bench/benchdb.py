@@ -39,6 +39,13 @@ def hwm_kib():
 """
 
 
+def floor_argv(cluster: LocalCluster) -> list[str]:
+    """The issue's floor: ``pg_basebackup -D - -Ft -Xfetch -c fast
+    --compress=client-zstd:level=3,workers=2`` as the backup role (PGPASSWORD in the env)."""
+    return [str(cluster.bindir / "pg_basebackup"), "-d", f"host=127.0.0.1 port={cluster.port} user=pgops_backup",
+            "-D", "-", "-Ft", "-Xfetch", "-c", "fast", "--compress=client-zstd:level=3,workers=2", "--no-password"]
+
+
 @contextmanager
 def pgbench_cluster(work: Path, scale: int, extra_settings: dict | None = None):
     """Yield (cluster, backup role password, human-readable database size)."""

@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchdb import (CHILD_PRELUDE, ROOT, median_table, pgbackrest_archive_settings, pgbackrest_stanza,
+from benchdb import (CHILD_PRELUDE, ROOT, floor_argv, median_table, pgbackrest_archive_settings, pgbackrest_stanza,
                      pgbench_cluster)
 
 from pgops.postgres.cluster import as_server_user
@@ -87,7 +87,6 @@ def main() -> int:
 
 def run_rounds(args, work, cluster, password, size, pgbr, pgbr_conf) -> int:
     env = {**os.environ, "PGPASSWORD": password}
-    conninfo = f"host=127.0.0.1 port={cluster.port} user=pgops_backup"
     results: dict[str, list[float]] = {"floor": [], "pgops": []}
     if pgbr:
         results["pgbackrest"] = []
@@ -97,8 +96,7 @@ def run_rounds(args, work, cluster, password, size, pgbr, pgbr_conf) -> int:
         out = work / "floor.tar.zst"
         t = time.perf_counter()
         with open(out, "wb") as fh:
-            sh([str(cluster.bindir / "pg_basebackup"), "-d", conninfo, "-D", "-", "-Ft", "-Xfetch", "-c", "fast",
-                "--compress=client-zstd:level=3,workers=2", "--no-password"], stdout=fh, env=env)
+            sh(floor_argv(cluster), stdout=fh, env=env)
         floor_s = time.perf_counter() - t
         sizes["floor"] = out.stat().st_size
         out.unlink()

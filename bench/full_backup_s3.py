@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchdb import CHILD_PRELUDE, ROOT, median_table, pgbench_cluster
+from benchdb import CHILD_PRELUDE, ROOT, floor_argv, median_table, pgbench_cluster
 
 from pgops.postgres.cluster import as_server_user, free_port
 
@@ -82,12 +82,9 @@ def main() -> int:
                 results["barman-cloud-backup"] = []
             rss = []
             env = {**os.environ, "PGPASSWORD": password}
-            conninfo = f"host=127.0.0.1 port={cluster.port} user=pgops_backup"
             for i in range(args.runs + 1):
                 t = time.perf_counter()
-                bb = subprocess.Popen([str(cluster.bindir / "pg_basebackup"), "-d", conninfo, "-D", "-", "-Ft",
-                                       "-Xfetch", "-c", "fast", "--compress=client-zstd:level=3,workers=2",
-                                       "--no-password"], stdout=subprocess.PIPE, env=env)
+                bb = subprocess.Popen(floor_argv(cluster), stdout=subprocess.PIPE, env=env)
                 up = subprocess.run([sys.executable, "-c", UPLOADER, endpoint, "bench", f"floor/{i}.tar.zst"],
                                     stdin=bb.stdout, env=env, check=True)
                 bb.stdout.close()

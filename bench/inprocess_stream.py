@@ -38,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchdb import CHILD_PRELUDE, ROOT, median_table, pgbench_cluster
+from benchdb import CHILD_PRELUDE, ROOT, floor_argv, median_table, pgbench_cluster
 
 CHILD = CHILD_PRELUDE + r"""
 import collections, io, tarfile, types
@@ -176,10 +176,7 @@ def run_rounds(args, work: Path, cluster, password: str, size: str) -> int:
         out = work / "floor.tar.zst"
         t = time.perf_counter()
         with open(out, "wb") as fh:
-            subprocess.run([str(cluster.bindir / "pg_basebackup"), "-d",
-                            f"host=127.0.0.1 port={cluster.port} user=pgops_backup", "-D", "-", "-Ft", "-Xfetch",
-                            "-c", "fast", "--compress=client-zstd:level=3,workers=2", "--no-password"],
-                           stdout=fh, env=env, check=True)
+            subprocess.run(floor_argv(cluster), stdout=fh, env=env, check=True)
         timed = {"floor": time.perf_counter() - t}
         sizes["floor"] = out.stat().st_size
         out.unlink()

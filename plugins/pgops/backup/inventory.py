@@ -153,19 +153,21 @@ def scan(repo: Repository) -> Inventory:
     return inv
 
 
+def break_states(inv: Inventory) -> list[tuple[dict, bool]]:
+    """Each recorded chain break, oldest first, with whether a complete full backup has
+    followed it (see :func:`break_acknowledged`)."""
+    complete = [e.record for e in inv.entries if e.record is not None]
+    newest = newest_backup(complete)
+    ids = {r.id for r in complete}
+    return [(b, break_acknowledged(b, ids, newest)) for b in sorted(inv.breaks, key=lambda b: b["key"])]
+
+
 def explained_gaps(inv: Inventory) -> list[tuple[int, int, int]]:
     """The WAL that recorded chain breaks say may be lost, (timeline, first, last
     segment number), for breaks a complete full backup has followed (the break is known
     and a new chain exists). See :func:`gap_covered`."""
-    complete = [e.record for e in inv.entries if e.record is not None]
-    newest = newest_backup(complete)
-    ids = {r.id for r in complete}
-    out = []
-    for b in inv.breaks:
-        extent = gap_covered(b, inv.segment_size)
-        if extent is not None and break_acknowledged(b, ids, newest):
-            out.append(extent)
-    return out
+    extents = (gap_covered(b, inv.segment_size) for b, followed in break_states(inv) if followed)
+    return [extent for extent in extents if extent is not None]
 
 
 def _contiguous_end(numbers: set[int], start: int) -> int | None:
@@ -237,12 +239,9 @@ def summarize(inv: Inventory) -> dict:
             "gaps": [[wal.Segment(tli, a, size).name, wal.Segment(tli, b, size).name]
                      for a, b in wal.find_gaps(numbers, gap_from, runs[-1][1])],
         })
-    complete = [e.record for e in inv.entries if e.record is not None]
-    newest = newest_backup(complete)
     breaks = [{"time": b["time"], "job": b.get("job"), "reasons": b.get("reasons", []),
-               "wal_missing_from": b.get("wal_missing_from"),
-               "acknowledged": break_acknowledged(b, {r.id for r in complete}, newest)}
-              for b in sorted(inv.breaks, key=lambda b: b["key"])]
+               "wal_missing_from": b.get("wal_missing_from"), "acknowledged": followed}
+              for b, followed in break_states(inv)]
     return {"format": CATALOG_FORMAT, "backups": backups, "chains": chains, "wal": wal_summary,
             "chain_breaks": breaks, "problems": list(inv.problems)}
 

@@ -192,7 +192,7 @@ def first_unshipped(newest: dict[int, int], timeline: int | None, segment_size: 
 @dataclass
 class Breaks:
     """The recorded chain breaks: those no complete full backup has followed yet, and
-    where every recorded one's gap begins."""
+    the WAL every recorded one may have lost."""
 
     unacknowledged: list[tuple[str, dict]] = field(default_factory=list)
     covered: list[tuple[int, int, int]] = field(default_factory=list)  # (timeline, first, last) maybe lost
@@ -259,9 +259,10 @@ def with_spool(newest: dict[int, int], spool: Path, segment_size: int) -> dict[i
 
 
 def spool_gap(spool: Path, timeline: int, newest: int | None, segment_size: int) -> tuple[str, int, str] | None:
-    """(first missing segment, last missing segment number, message) when the spool's segments on ``timeline`` do not
-    carry on from the newest stored one without a hole: WAL in between was received (so
-    the slot released it on the server) but its spool is gone."""
+    """(first missing segment, last missing segment number, message) when the spool's
+    segments on ``timeline`` do not carry on from the newest stored one without a hole:
+    WAL in between was received (so the slot released it on the server) but its spool
+    is gone."""
     numbers = sorted({wal.parse_segment(p.name, segment_size).number for p in spool_files(spool)
                       if wal.is_segment_name(p.name) and int(p.name[:8], 16) == timeline})
     if newest is None:
@@ -272,9 +273,9 @@ def spool_gap(spool: Path, timeline: int, newest: int | None, segment_size: int)
             continue  # already stored (a run that died after the upload): shipped again as a no-op
         if n > expected:
             first, last = (wal.Segment(timeline, x, segment_size).name for x in (expected, n - 1))
-            return first, n - 1, (f"WAL {first}..{last} was received but never shipped: the spool {spool} no longer has "
-                           "it (a lost disk, or a run on another worker?) and the slot had already released it "
-                           "on the server; a new full backup starts a new chain")
+            return first, n - 1, (f"WAL {first}..{last} was received but never shipped: the spool {spool} no "
+                                  "longer has it (a lost disk, or a run on another worker?) and the slot had "
+                                  "already released it on the server; a new full backup starts a new chain")
         expected = n + 1
     return None
 
@@ -358,9 +359,9 @@ def ship_wal(config: PgopsConfig, repo: Repository, *, timeout_s: int = 1800, ru
         recorded: list[str] = []
 
         def record(reasons: list[str]) -> None:
-            # The gap begins after the newest stored segment: on the old timeline after a switch.
+            # The gap begins after the newest segment stored or waiting in the spool (which
+            # ships first); on the old timeline after a switch.
             position = conn.execute("SELECT pg_catalog.pg_current_wal_lsn()::text").fetchone()[0]
-            # (after what the spool still holds and ships first).
             recorded.append(record_chain_break(
                 repo, found + reasons, job="wal_shipping", timeline=timeline, lsn=position, run_id=run_id,
                 wal_missing_from=first_unshipped(with_spool(newest, spool, seg_size),
@@ -417,7 +418,7 @@ def ship_wal(config: PgopsConfig, repo: Repository, *, timeout_s: int = 1800, ru
             log.warning("%s (already recorded as a chain break)", gap[2])
         elif gap:
             record_chain_break(repo, [gap[2]], job="wal_shipping", timeline=timeline, lsn=result.end_lsn,
-                                     wal_missing_from=gap[0], run_id=run_id)
+                               wal_missing_from=gap[0], run_id=run_id)
             breaks.covered.append((timeline, wal.parse_segment(gap[0], seg_size).number, gap[1]))
             result.chain_breaks.insert(0, gap[2])
             result.new_chain_breaks.append(gap[2])
