@@ -78,7 +78,7 @@ class RestorePlan:
 
     def describe(self) -> str:
         target = ", ".join(f"{k} = {v!r}" for k, v in self.recovery_settings.items())
-        return (f"restore backup {self.record.id} (timeline {self.record.timeline}, consistent at "
+        return (f"restore backup {self.record.id} (timeline {self.record.timeline}, recoverable from "
                 f"{self.record.stop_time.isoformat()}), then recover: {target}; "
                 f"about {self.wal_segments} WAL segment(s) to fetch")
 
@@ -193,7 +193,7 @@ def _refuse_window(target: str, candidates: list[BackupRecord], windows: dict, g
         value = datetime.fromisoformat(target)
         if value < earliest:
             raise UnsafeOperation(f"target time {target} is before the earliest recoverable point {earliest.isoformat()} "
-                                  "(the oldest backup's consistent point): no backup can reach it")
+                                  "(when the oldest backup's upload finished): no backup can reach it")
         newest = max(spans, key=lambda s: s[1])[2]
         gap = gap_after(newest)
         hint = f"; the WAL after backup {newest.id} has a gap ({gap})" if gap else \
