@@ -7,7 +7,6 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import BinaryIO
 
 from pgops.errors import ConfigError
 
@@ -91,10 +90,3 @@ class Repository(abc.ABC):
             digest.update(chunk)
         return digest.hexdigest()
 
-
-def copy_to_file(repo: Repository, key: str, out: BinaryIO) -> int:
-    written = 0
-    for chunk in repo.get_stream(key):
-        out.write(chunk)
-        written += len(chunk)
-    return written
