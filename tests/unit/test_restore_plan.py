@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pgops.backup import catalog, wal
-from pgops.backup.inventory import Inventory, WalPoint
+from pgops.backup.inventory import Inventory, WalPoint, summarize, wal_reach
 from pgops.errors import ConfigError, IntegrityError, NotFound, UnsafeOperation
 from pgops.restore.plan import RestoreRequest, plan_restore
 
@@ -106,6 +106,22 @@ def test_a_gap_is_named_and_latest_refuses_to_stop_there_silently():
     assert plan_restore(inv, RestoreRequest(target_time=T0 + timedelta(hours=40)), NOW).record.id == "a"
     with pytest.raises(UnsafeOperation, match="gap"):
         plan_restore(inv, RestoreRequest(target_time=T0 + timedelta(hours=70)), NOW)
+
+
+def test_the_end_of_gap_free_wal_is_one_computation_for_the_catalog_and_the_planner():
+    a, b, lost = record("a", 1, 24), record("b", 5, 120), record("c", 10, 300)
+    inv = inventory([a, b, lost], [n for n in range(24, 200) if n != 60])
+    segs = inv.segments()
+    assert wal_reach(a, segs) == (wal.Segment(1, 59), 60 * SEG)
+    assert wal_reach(b, segs) == (wal.Segment(1, 199), 200 * SEG)
+    assert wal_reach(lost, segs) == (None, wal.parse_lsn(lost.stop_lsn))  # its stop segment is not stored
+    view = {x["id"]: x for x in summarize(inv)["backups"]}
+    assert [view[r.id]["wal_shipped_until_segment"] for r in (a, b, lost)] == [wal.Segment(1, 59).name,
+                                                                               wal.Segment(1, 199).name, None]
+    # the planner's LSN window of backup a ends exactly there
+    assert plan_restore(inv, RestoreRequest(target_lsn=wal.format_lsn(60 * SEG)), NOW).record.id == "a"
+    with pytest.raises(UnsafeOperation, match="no backup can reach LSN"):
+        plan_restore(inv, RestoreRequest(target_lsn=wal.format_lsn(60 * SEG + 1)), NOW)
 
 
 def test_a_repository_with_problems_is_not_trusted():

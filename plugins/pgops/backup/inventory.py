@@ -170,14 +170,25 @@ def explained_gaps(inv: Inventory) -> list[tuple[int, int, int]]:
     return [extent for extent in extents if extent is not None]
 
 
-def _contiguous_end(numbers: set[int], start: int) -> int | None:
-    """The last segment of the gap-free run beginning at ``start`` (None if start is missing)."""
-    if start not in numbers:
-        return None
-    end = start
+def wal_reach(rec: catalog.BackupRecord, segs: dict[int, set[int]],
+              segment_size: int = wal.DEFAULT_SEGMENT_SIZE) -> tuple[wal.Segment | None, int]:
+    """How far ``rec`` can be rolled forward through the stored WAL ``segs``
+    (:meth:`Inventory.segments`): the last segment of the gap-free run from its stop
+    segment on (None when that segment is not stored), and the first LSN after the WAL
+    recovery can replay: that segment's end, else the backup's stop LSN (the backup
+    carries its own WAL from start to stop, ``-X fetch``).
+
+    The one place this is computed: ``backups list`` (``wal_shipped_until_segment``,
+    ``recoverable_until``), the restore planner and the restore test all use it.
+    """
+    numbers = segs.get(rec.timeline, set())
+    end = wal.parse_segment(rec.stop_wal_segment, segment_size).number
+    if end not in numbers:
+        return None, wal.parse_lsn(rec.stop_lsn)
     while end + 1 in numbers:
         end += 1
-    return end
+    last = wal.Segment(rec.timeline, end, segment_size)
+    return last, last.end_lsn
 
 
 def summarize(inv: Inventory) -> dict:
@@ -196,11 +207,7 @@ def summarize(inv: Inventory) -> dict:
             item["last_modified"] = entry.newest_modified.isoformat() if entry.newest_modified else None
             backups.append(item)
             continue
-        stop = wal.parse_segment(rec.stop_wal_segment, size)
-        # The backup itself carries the WAL from start to stop (-X fetch); shipped WAL
-        # extends it forward from the stop segment on.
-        end = _contiguous_end(segs.get(rec.timeline, set()), stop.number)
-        wal_until_lsn = (end + 1) * size if end is not None else wal.parse_lsn(rec.stop_lsn)
+        last, wal_until_lsn = wal_reach(rec, segs, size)
         latest, latest_sentinel = rec.stop_time, None
         for point in inv.points:
             if point.timeline == rec.timeline and point.lsn <= wal_until_lsn and point.time > latest:
@@ -215,7 +222,7 @@ def summarize(inv: Inventory) -> dict:
             "stop_lsn": rec.stop_lsn,
             "start_wal_segment": rec.start_wal_segment,
             "stop_wal_segment": rec.stop_wal_segment,
-            "wal_shipped_until_segment": wal.Segment(rec.timeline, end, size).name if end is not None else None,
+            "wal_shipped_until_segment": last.name if last is not None else None,
             "raw_size": rec.raw_size,
             "stored_size": rec.stored_size,
             "pg_version": rec.pg_version,

@@ -23,7 +23,7 @@ from datetime import datetime
 
 from pgops.backup import wal
 from pgops.backup.catalog import BackupRecord
-from pgops.backup.inventory import Inventory, summarize
+from pgops.backup.inventory import Inventory, summarize, wal_reach
 from pgops.errors import ConfigError, IntegrityError, NotFound, UnsafeOperation
 
 
@@ -97,10 +97,11 @@ def plan_restore(inv: Inventory, request: RestoreRequest, now: datetime) -> Rest
     segs = inv.segments()
     size = inv.segment_size
 
+    reach = {rec.id: wal_reach(rec, segs, size) for rec in records.values()}
+
     def wal_end(rec: BackupRecord) -> int:
         """First LSN after the gap-free WAL that follows ``rec``."""
-        name = windows[rec.id]["wal_shipped_until_segment"]
-        return wal.parse_segment(name, size).end_lsn if name else wal.parse_lsn(rec.stop_lsn)
+        return reach[rec.id][1]
 
     def gap_after(rec: BackupRecord) -> str | None:
         """The first missing stretch after ``rec``'s gap-free WAL, when later segments exist."""
