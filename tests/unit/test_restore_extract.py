@@ -67,20 +67,38 @@ def test_names_outside_the_target_are_refused(tmp_path, name):
     assert not (tmp_path / "escape").exists()
 
 
-def test_symlinks_are_only_accepted_in_pg_tblspc_and_never_written_through(tmp_path):
+@pytest.mark.parametrize("link", ["link", "pg_tblspc/16400"])
+def test_symbolic_links_are_refused_even_a_tablespace(tmp_path, link):
+    """pgops restores clusters without tablespaces (pg_basebackup refuses to write
+    more than one tablespace to stdout), so no member may be a link."""
     target = tmp_path / "t"
     target.mkdir()
-    with pytest.raises(IntegrityError, match="outside pg_tblspc"):
-        extract(make_tar([], symlinks=[("link", str(tmp_path))]), target, 512)
-    target2 = tmp_path / "t2"
-    target2.mkdir()
-    blob = make_tar([("pg_tblspc", None)], symlinks=[("pg_tblspc/16400", str(tmp_path))])
-    body = blob.rstrip(b"\0")  # drop the end marker (and tarfile's record padding)
-    blob = body + b"\0" * (-len(body) % 512)  # then write a member through the link
-    blob += make_tar([("pg_tblspc/16400/evil", b"x")])
+    with pytest.raises(IntegrityError, match=f"tar member {link} is a symbolic link"):
+        extract(make_tar([("pg_tblspc", None)], symlinks=[(link, str(tmp_path))]), target, 512)
+    assert not (target / link).exists() and not (target / link).is_symlink()
+
+
+def test_a_link_already_in_the_target_is_never_written_through(tmp_path):
+    target = tmp_path / "t"
+    target.mkdir()
+    (target / "base").symlink_to(tmp_path)
     with pytest.raises(IntegrityError, match="not a directory"):
-        extract(blob, target2, 512)
+        extract(make_tar([("base/evil", b"x")]), target, 512)
     assert not (tmp_path / "evil").exists()
+
+
+@pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_a_long_name_comes_out_under_its_full_name(tmp_path, fmt):
+    """GNU long names and pax paths (the backup's scanner reads them the same way:
+    test_tarscan.py) name the file that follows, not a member of their own."""
+    long_dir, odd = "base/" + "d" * 150, "line\nbreak" * 12  # pax records may hold newlines
+    members = [("base", None), (long_dir, None), (f"{long_dir}/" + "f" * 110, b"data"), (f"base/{odd}", b"odd"),
+               ("base/1", b"one")]
+    ex = extract(make_tar(members, fmt=fmt), tmp_path, 700)
+    assert sorted(p.name for p in (tmp_path / "base").iterdir()) == ["1", "d" * 150, odd]
+    assert (tmp_path / long_dir / ("f" * 110)).read_bytes() == b"data"
+    assert (tmp_path / "base" / odd).read_bytes() == b"odd" and (tmp_path / "base/1").read_bytes() == b"one"
+    assert ex.files == 3
 
 
 def test_truncated_and_corrupt_streams_fail_closed(tmp_path):

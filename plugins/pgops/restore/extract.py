@@ -1,12 +1,13 @@
 """Write a tar stream (pg_basebackup's) into a directory, safely and without copies.
 
-The stream arrives as decompressed frames of any size; :class:`TarExtractor` parses the
-512-byte headers itself and writes member data straight from the frames with
-``os.write`` on memoryview slices (which releases the GIL, so the decompression threads
-keep running). Only what pg_basebackup writes is accepted: regular files, directories
-and, directly under ``pg_tblspc/``, symbolic links. Absolute names, ``..``, writing
-through a link, or a member that would replace another are refused: a damaged or
-hostile archive cannot write outside the target directory.
+The stream arrives as decompressed frames of any size; :class:`TarExtractor` reads it
+with the backup's own tar parser (:class:`pgops.backup.tarscan.TarReader`) and writes
+member data straight from the frames with ``os.pwrite`` on memoryview slices (which
+releases the GIL, so the decompression threads keep running). Only what pg_basebackup
+writes for a cluster without tablespaces is accepted: regular files and directories (a
+symbolic link, such as a tablespace's under ``pg_tblspc/``, is refused). Absolute names,
+``..``, writing through a link, or a member that would replace another are refused: a
+damaged or hostile archive cannot write outside the target directory.
 
 When pgops runs as root, every file and directory is handed to the postgres OS user as
 it is created.
@@ -17,9 +18,9 @@ from __future__ import annotations
 import os
 import pwd
 import stat
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-from pgops.backup.tarscan import BLOCK, _octal, header_fields
+from pgops.backup.tarscan import TarMember, TarReader
 from pgops.durability import writeback_starter
 from pgops.errors import IntegrityError
 
@@ -135,132 +136,52 @@ class _Writer:
             self._finish(f)
 
 
-class TarExtractor:
+class TarExtractor(TarReader):
     """Feed decompressed pieces in order; call :meth:`close` at the end of the stream."""
 
     def __init__(self, target: Path, writers: int = 1) -> None:
+        super().__init__()
         self.target = Path(target)
         self.owner = _owner()
         self.files = 0
         self.bytes_written = 0
-        self.ended = False
-        self._header = bytearray()
         self._file: _OpenFile | None = None
         self._out = _Writer(writers)
-        self._left = 0  # data bytes of the current member still to come
-        self._pad = 0  # padding bytes after it
-        self._special: str | None = None
-        self._special_buf = bytearray()
-        self._next_name: str | None = None
-        self._zero_blocks = 0
-        self._member = ""
         self._created: set[str] = set()
         self._file_pos = 0  # bytes of the current file handed to the writer
 
     # -- stream -------------------------------------------------------------------------
     def feed(self, data: bytes | memoryview) -> None:
         self._out.check()
-        view = memoryview(data)
-        pos, end = 0, len(view)
-        while pos < end:
-            if self.ended:
-                if any(view[pos:end]):
-                    raise IntegrityError("data after the tar end-of-archive marker")
-                return
-            if self._left:
-                take = min(self._left, end - pos)
-                chunk = view[pos:pos + take]
-                if self._special is not None:
-                    self._special_buf += chunk
-                else:
-                    self._write(chunk)
-                self._left -= take
-                pos += take
-                if not self._left:
-                    self._finish_member()
-                continue
-            if self._pad:
-                take = min(self._pad, end - pos)
-                self._pad -= take
-                pos += take
-                continue
-            take = min(BLOCK - len(self._header), end - pos)
-            self._header += view[pos:pos + take]
-            pos += take
-            if len(self._header) == BLOCK:
-                header = bytes(self._header)
-                self._header.clear()
-                self._on_header(header)
+        super().feed(data)
 
     def close(self) -> None:
         """All data has been fed: wait for every write, then check the stream ended properly."""
         self._out.shutdown()
         self._out.check()
         if not self.ended:
-            raise IntegrityError(f"the backup's tar stream ended early (inside or after {self._member or 'its start'})")
+            where = self.last_member or "its start"
+            raise IntegrityError(f"the backup's tar stream ended early (inside or after {where})")
 
     def abort(self) -> None:
         self._out.shutdown()
 
     # -- members ------------------------------------------------------------------------
-    def _on_header(self, header: bytes) -> None:
-        if header == b"\0" * BLOCK:
-            self._zero_blocks += 1
-            if self._zero_blocks >= 2:
-                self.ended = True
-            return
-        if self._zero_blocks:
-            raise IntegrityError("a zero block inside the tar stream")
-        checksum = _octal(header[148:156])
-        if checksum != sum(header[:148]) + 8 * 32 + sum(header[156:]):
-            raise IntegrityError(f"tar header checksum mismatch after {self._member or 'the start'}")
-        name, size, typeflag = header_fields(header, "surrogateescape")
-        self._pad = -size % BLOCK
-        if typeflag in ("L", "x", "K", "g"):
-            if size > 1 << 20:
-                raise IntegrityError(f"a {size}-byte tar extension header: not from pg_basebackup")
-            self._special, self._special_buf, self._left = typeflag, bytearray(), size
-            if not size:
-                self._finish_member()
-            return
-        if self._next_name is not None:
-            name, self._next_name = self._next_name, None
-        rel = self._safe_name(name)
-        mode = _octal(header[100:108]) & 0o7777
-        self._member = rel
-        if typeflag in ("0", "7"):
+    def on_member(self, member: TarMember) -> bool:
+        rel = self._safe_name(member.name)
+        mode = member.mode & 0o7777
+        if member.typeflag in ("0", "7"):
             self._open_file(rel, mode or 0o600)
-            self._left = size
-            if not size:
-                self._finish_member()
-        elif typeflag == "5":
+            return True
+        if member.typeflag == "5":
             self._mkdir(rel, mode or 0o700)
-        elif typeflag == "2":
-            linkname = header[157:257].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-            if PurePosixPath(rel).parent != PurePosixPath("pg_tblspc"):
-                raise IntegrityError(f"tar member {rel} is a symbolic link outside pg_tblspc/: refused")
-            self._check_parent(rel)
-            path = self.target / rel
-            os.symlink(linkname, path)
-            self._claim(rel)
-            if self.owner:
-                os.chown(path, *self.owner, follow_symlinks=False)
-        else:
-            raise IntegrityError(f"tar member {rel} has type {typeflag!r}, which pg_basebackup does not write")
+            return False
+        if member.typeflag == "2":
+            raise IntegrityError(f"tar member {rel} is a symbolic link (to {member.linkname}): refused; pgops backs "
+                                 "up and restores clusters without tablespaces only")
+        raise IntegrityError(f"tar member {rel} has type {member.typeflag!r}, which pg_basebackup does not write")
 
-    def _finish_member(self) -> None:
-        if self._special is not None:
-            text = bytes(self._special_buf)
-            if self._special == "L":
-                self._next_name = text.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-            elif self._special == "x":
-                for record in text.decode("utf-8", "surrogateescape").split("\n"):
-                    _, _, kv = record.partition(" ")
-                    key, _, value = kv.partition("=")
-                    if key == "path":
-                        self._next_name = value
-            self._special = None
-            return
+    def on_member_end(self) -> None:
         if self._file is not None:
             self._out.end(self._file)
             self._file = None
@@ -305,7 +226,7 @@ class TarExtractor:
         self._file = self._out.open(fd)
         self._file_pos = 0
 
-    def _write(self, chunk: memoryview) -> None:
+    def on_data(self, chunk: memoryview) -> None:
         assert self._file is not None
         self._out.write(self._file, chunk, self._file_pos)
         self._file_pos += len(chunk)
