@@ -27,9 +27,6 @@ from pgops.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
-_CRON_OR_PRESET = re.compile(
-    r"^(@(hourly|daily|weekly|monthly|yearly|once)|(\S+\s+){4}\S+)$"
-)
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _QUALIFIED = re.compile(r"^[a-z_][a-z0-9_]{0,62}\.[a-z_][a-z0-9_]{0,62}$")
 
@@ -44,8 +41,22 @@ class _Section(BaseModel):
 
 
 def _check_schedule(value: str | None) -> str | None:
-    if value is not None and not _CRON_OR_PRESET.match(value.strip()):
-        raise ValueError("must be a five-field cron expression or a preset such as @daily")
+    """Check a schedule the way the DAGs' timetable will: Airflow's CronTriggerTimetable
+    (its presets, such as @daily, then croniter), imported here so that importing this
+    module stays cheap. Five fields only: croniter would read a sixth as seconds."""
+    if value is None:
+        return value
+    from airflow.sdk import CronTriggerTimetable
+    from airflow.sdk.exceptions import AirflowTimetableInvalid
+
+    rule = "must be a five-field cron expression or a preset such as @daily"
+    timetable = CronTriggerTimetable(value, timezone="UTC")
+    try:
+        timetable.validate()
+    except AirflowTimetableInvalid as exc:
+        raise ValueError(f"{rule}: {exc}") from exc
+    if not timetable.expression.startswith("@") and len(timetable.expression.split()) != 5:
+        raise ValueError(f"{rule}, not {len(timetable.expression.split())} fields")
     return value
 
 

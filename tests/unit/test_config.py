@@ -53,6 +53,25 @@ def test_invalid_values_name_key_value_and_rule(data, key, fragment):
     assert fragment.replace(">= 1", "greater than or equal to 1") in line
 
 
+@pytest.mark.parametrize("schedule", ["x y z w v", "61 * * * *", "0 25 * * *", "* * * * * *", "@once", "@fortnightly"])
+def test_a_schedule_airflow_cannot_parse_is_refused(schedule):
+    """Checked by Airflow's own cron timetable, not by counting fields: five words are
+    not a schedule, and a sixth field would be seconds."""
+    with pytest.raises(ConfigError, match="backup.full_schedule: .*five-field cron expression"):
+        parse_config({"backup": {"full_schedule": schedule}}, "test.yaml")
+
+
+@pytest.mark.parametrize("schedule", ["*/15 * * * *", "0 1 * * 1-5", "@daily", "@hourly", "@quarterly"])
+def test_cron_expressions_and_airflow_presets_are_accepted(schedule):
+    config = parse_config({"backup": {"wal_schedule": schedule}, "monitoring": {"schedule": schedule}}, "test.yaml")
+    assert config.backup.wal_schedule == schedule and config.monitoring.schedule == schedule
+
+
+def test_importing_the_config_does_not_import_airflow():
+    code = "import sys, pgops.config; sys.exit('airflow' in sys.modules or 'croniter' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
 def test_top_level_must_be_a_mapping():
     with pytest.raises(ConfigError, match="top level must be a mapping"):
         parse_config(["a"], "x.yaml")
