@@ -311,7 +311,18 @@ class _CurrentStderr:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        # restore_command takes an exit at or below 125 as "no such file" and ends
+        # recovery; argparse exits 2. A wal-fetch it cannot parse (say, written by another
+        # pgops version) must stop recovery instead.
+        if exc.code and "wal-fetch" in (sys.argv[1:] if argv is None else argv):
+            from pgops.restore.walfetch import ABORT
+
+            print("pgops wal-fetch: cannot parse the arguments; stopping recovery (exit 255)", file=sys.stderr)
+            return ABORT
+        raise
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     # Importing Airflow (for its connection lookup) installs its own log handlers on
     # stdout; stdout is for the command's output (JSON, tables), so logs are forced

@@ -260,3 +260,39 @@ def test_server_side_encryption_settings_reach_s3(s3_endpoint):
     repo.put_stream("big", chunks_of(os.urandom(11 * MIB), MIB))
     for key in ("p/small", "p/big"):
         assert repo.client.head_object(Bucket=bucket, Key=key)["ServerSideEncryption"] == "AES256"
+
+
+def test_a_listing_fails_when_any_page_fails(proxied, monkeypatch):
+    from pgops.repository import s3
+
+    proxy, repo, _ = proxied
+    monkeypatch.setattr(s3, "LIST_PAGE_KEYS", 2)
+    for n in range(5):
+        repo.put_bytes(f"wal/1/{n}", b"x")
+    assert [o.key for o in repo.list("wal/")] == [f"wal/1/{n}" for n in range(5)]
+
+    def second_page(method, path):
+        return method == "GET" and "continuation-token=" in path
+
+    proxy.rules.append(Rule(second_page, ("status", 403, "AccessDenied")))
+    with pytest.raises(ConfigError, match=r"listing of s3://.*/p/wal/ \(page 2, after 2 keys\): AccessDenied"):
+        repo.list("wal/")
+    proxy.rules.append(Rule(second_page, ("status", 503, "SlowDown"), times=100))
+    with pytest.raises(TransientError, match=r"page 2.*SlowDown"):
+        repo.list("wal/")
+
+
+def test_a_page_that_promises_more_without_a_token_is_an_error(proxied):
+    """A truncated page with no continuation token ended botocore's paginator quietly:
+    the listing looked complete with half the keys."""
+    from pgops.errors import IntegrityError
+
+    proxy, repo, bucket = proxied
+    repo.put_bytes("wal/1/a", b"x")
+    body = (f"<?xml version='1.0'?><ListBucketResult><Name>{bucket}</Name><Prefix>p/wal/</Prefix><KeyCount>1</KeyCount>"
+            "<MaxKeys>1000</MaxKeys><IsTruncated>true</IsTruncated><Contents><Key>p/wal/1/a</Key>"
+            "<LastModified>2026-11-25T01:00:00.000Z</LastModified><Size>1</Size></Contents>"
+            "</ListBucketResult>").encode()
+    proxy.rules.append(Rule(lambda m, p: m == "GET" and "list-type=2" in p, ("respond", 200, body)))
+    with pytest.raises(IntegrityError, match="page 1 says more keys follow but gives no continuation token"):
+        repo.list("wal/")

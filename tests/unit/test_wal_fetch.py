@@ -140,3 +140,32 @@ def test_cli_defaults_match_the_configuration_defaults():
 
     assert (walfetch.DEFAULT_RETRY_S, walfetch.DEFAULT_PREFETCH) == (
         RestoreConfig().wal_fetch_retry_s, RestoreConfig().wal_prefetch)
+
+
+def test_an_unreadable_wal_directory_is_an_error_not_absence(archive, tmp_path, monkeypatch):
+    """Tests run as root, who reads any directory: the refusal is simulated here; the
+    integration test test_repository_access.py does it for real as the postgres user."""
+    repo, _ = archive
+    name = wal.Segment(1, 2).name
+    unreadable = str(repo.root / "wal")
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if str(path).startswith(unreadable):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(ConfigError, match=r"wal.* cannot be read by this user"):
+        walfetch.fetch_wal(repo, name, tmp_path / "x")
+    with pytest.raises(ConfigError, match="cannot be read"):
+        repo.list("wal/")
+    assert repo.list("backups/") == [], "a listing below another directory does not enter wal/"
+
+
+def test_unparsable_wal_fetch_arguments_stop_recovery(archive, tmp_path):
+    repo, _ = archive
+    name = wal.Segment(1, 4).name
+    bad = run_cli("--repository", str(repo.root), "--no-such-option", name, "x", cwd=tmp_path)
+    assert bad.returncode == 255, bad.stderr
+    assert run_cli("--repository", str(repo.root), cwd=tmp_path).returncode == 255

@@ -20,13 +20,14 @@ S3's limits shape this module:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from pgops.errors import ConfigError, NotFound, PgopsError, TransientError
+from pgops.errors import ConfigError, IntegrityError, NotFound, PgopsError, TransientError
 from pgops.repository.base import ObjectInfo, PutResult, Repository, check_key
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ MAX_PART = 5 * 1024 * 1024 * 1024
 MAX_PARTS = 10_000
 PARTS_PER_SIZE_STEP = 1_000
 DELETE_BATCH = 1_000
+LIST_PAGE_KEYS = 1_000  # S3's own maximum per ListObjectsV2 page
 READ_CHUNK = 1 << 20
 READ_RESUMES = 5
 UPLOADS_IN_FLIGHT = 2
@@ -269,16 +271,32 @@ class S3Repository(Repository):
     # -- listing and deleting ------------------------------------------------------
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:
+        """Every page of the listing, or an error: a listing that stopped early would
+        make WAL look absent and backups look missing. A page that fails (after
+        botocore's retries) raises, naming the prefix and the page; so does a page that
+        says more keys follow without saying where they continue."""
         if ".." in prefix.split("/") or prefix.startswith("/"):
             raise ConfigError(f"invalid repository prefix {prefix!r}")
         full_prefix = f"{self.prefix}/{prefix}" if self.prefix else prefix
-        out = []
-        try:
-            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full_prefix):
-                for obj in page.get("Contents", []):
-                    out.append(ObjectInfo(self._unkey(obj["Key"]), obj["Size"], obj.get("LastModified")))
-        except Exception as exc:
-            raise _map_error(exc, f"listing of {self.location}/{prefix}") from exc
+        where = f"listing of {self.location}/{prefix}"
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": full_prefix, "MaxKeys": LIST_PAGE_KEYS}
+        out: list[ObjectInfo] = []
+        for page_number in itertools.count(1):
+            try:
+                page = self.client.list_objects_v2(**kwargs)
+            except Exception as exc:
+                mapped = _map_error(exc, f"{where} (page {page_number}, after {len(out)} keys)")
+                if isinstance(mapped, NotFound):  # a listing finds nothing or fails; a 404 is a wrong bucket
+                    mapped = ConfigError(f"{where}: {exc}")
+                raise mapped from exc
+            out += [ObjectInfo(self._unkey(obj["Key"]), obj["Size"], obj.get("LastModified"))
+                    for obj in page.get("Contents", [])]
+            if not page.get("IsTruncated"):
+                break
+            if not page.get("NextContinuationToken"):
+                raise IntegrityError(f"{where}: page {page_number} says more keys follow but gives no "
+                                     f"continuation token; refusing to treat the {len(out)} keys so far as all")
+            kwargs["ContinuationToken"] = page["NextContinuationToken"]
         return sorted(out, key=lambda o: o.key)
 
     def exists(self, key: str) -> bool:
