@@ -20,5 +20,6 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
 os.environ["PGOPS_HOME"] = str(ROOT)
 os.environ.pop("PGOPS_CONFIG", None)
+os.environ.pop("PGOPS_USE_DEFAULTS", None)
 for key in [k for k in os.environ if k.startswith("AIRFLOW_CONN_")]:
     del os.environ[key]

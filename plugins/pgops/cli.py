@@ -220,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Connections are Airflow connections (AIRFLOW_CONN_* variables work with Airflow down).",
     )
     parser.add_argument("--version", action="version", version=f"pgops {__version__}")
-    parser.add_argument("--config", metavar="FILE", help="configuration file (default: $PGOPS_CONFIG or config/pgops.yaml)")
+    parser.add_argument("--config", metavar="FILE", help="configuration file (default: $PGOPS_CONFIG, else config/pgops.yaml under "
+                        "$PGOPS_HOME); it must exist (PGOPS_USE_DEFAULTS=1: the built-in defaults when none does)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 

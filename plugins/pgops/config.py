@@ -1,8 +1,10 @@
 """The typed pgops configuration: one YAML file, validated by pydantic.
 
 Every policy pgops applies lives here, with its default, in one place. The file is
-``$PGOPS_CONFIG`` if set, else ``<project>/config/pgops.yaml``; when neither exists the
-embedded defaults below are the configuration. Unknown keys are errors (a typo must
+``$PGOPS_CONFIG`` if set, else ``config/pgops.yaml`` under ``$PGOPS_HOME``, and it must
+exist: a worker without it would otherwise back up with the defaults into a directory
+on its own disk. The embedded defaults alone are the configuration only when asked for
+with ``PGOPS_USE_DEFAULTS=1`` and no file is there. Unknown keys are errors (a typo must
 not silently fall back to a default), and every error names the key, the value given
 and what is allowed.
 
@@ -370,7 +372,12 @@ class PgopsConfig(_Section):
         return path if path.is_absolute() else project_home() / path
 
 
+USE_DEFAULTS_ENV = "PGOPS_USE_DEFAULTS"
+
+
 def default_config_path() -> Path:
+    """Where the configuration is read from: ``$PGOPS_CONFIG``, else
+    ``config/pgops.yaml`` under ``$PGOPS_HOME``."""
     return Path(os.environ.get("PGOPS_CONFIG") or project_home() / "config" / "pgops.yaml")
 
 
@@ -401,19 +408,33 @@ def parse_config(data: Any, source: str = "<memory>") -> PgopsConfig:
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> PgopsConfig:
-    """Read and validate the configuration file.
+    """Read and validate the configuration file: ``path``, else :func:`default_config_path`.
 
-    ``path`` (or ``$PGOPS_CONFIG``) must exist when given; the default location may be
-    absent, and then the embedded defaults apply.
+    A missing file is a :class:`ConfigError` naming where pgops looked. Only with
+    ``PGOPS_USE_DEFAULTS=1`` does a missing default file (none named by ``path`` or
+    ``$PGOPS_CONFIG``) mean the embedded defaults; a file that exists is always read.
     """
     import yaml
 
-    explicit = path is not None or bool(os.environ.get("PGOPS_CONFIG"))
-    file = Path(path) if path is not None else default_config_path()
+    flag = os.environ.get(USE_DEFAULTS_ENV, "").strip().lower()
+    if flag not in ("", "0", "1", "false", "true", "no", "yes"):
+        raise ConfigError(f"{USE_DEFAULTS_ENV}={os.environ[USE_DEFAULTS_ENV]!r}: use 1 (the built-in defaults "
+                          "when no configuration file exists) or 0")
+    if path is not None:
+        file, named = Path(path), "given on the command line"
+    elif os.environ.get("PGOPS_CONFIG"):
+        file, named = default_config_path(), "named by $PGOPS_CONFIG"
+    else:
+        file, named = default_config_path(), None
     if not file.exists():
-        if explicit:
-            raise ConfigError(f"pgops configuration file {file} does not exist")
-        return PgopsConfig()
+        if named:
+            raise ConfigError(f"pgops configuration file {file} ({named}) does not exist")
+        if flag in ("1", "true", "yes"):
+            return PgopsConfig()
+        home = "" if "PGOPS_HOME" in os.environ else " (unset: the project checkout)"
+        raise ConfigError(f"no pgops configuration: {file} does not exist ($PGOPS_CONFIG is unset, $PGOPS_HOME is "
+                          f"{project_home()}{home}). Set PGOPS_CONFIG to the file, or {USE_DEFAULTS_ENV}=1 to "
+                          "run with the built-in defaults (docs/configuration.md)")
     try:
         data = yaml.safe_load(file.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
@@ -431,7 +452,9 @@ def render_docs() -> str:
         "Generated from `plugins/pgops/config.py` by `pgops config docs`; do not edit by hand.",
         "",
         "The file is `$PGOPS_CONFIG`, else `config/pgops.yaml` under `$PGOPS_HOME` (the project",
-        "checkout); without either, these defaults apply. Unknown keys are errors. Relative",
+        "checkout), and it must exist: a missing file is an error naming where pgops looked.",
+        "These defaults alone are the configuration only when asked for with",
+        "`PGOPS_USE_DEFAULTS=1` and no file is there. Unknown keys are errors. Relative",
         "paths are resolved against `$PGOPS_HOME`. Secrets never go here: they live in Airflow",
         "connections, named by the `*_conn_id` keys.",
         "",

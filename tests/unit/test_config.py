@@ -77,9 +77,27 @@ def test_top_level_must_be_a_mapping():
         parse_config(["a"], "x.yaml")
 
 
-def test_missing_default_file_means_embedded_defaults(tmp_path, monkeypatch):
+def test_a_missing_default_file_is_an_error_naming_where_pgops_looked(tmp_path, monkeypatch):
+    """Before: a worker without the file silently took the defaults (a repository on its own disk)."""
     monkeypatch.setenv("PGOPS_HOME", str(tmp_path))
+    with pytest.raises(ConfigError, match=rf"{tmp_path}/config/pgops.yaml does not exist .*PGOPS_USE_DEFAULTS=1"):
+        load_config()
+
+
+@pytest.mark.parametrize("flag", ["1", "true"])
+def test_defaults_only_when_asked_for(tmp_path, monkeypatch, flag):
+    monkeypatch.setenv("PGOPS_HOME", str(tmp_path))
+    monkeypatch.setenv("PGOPS_USE_DEFAULTS", flag)
     assert load_config() == PgopsConfig()
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "pgops.yaml").write_text("backup:\n  compression_level: 7\n")
+    assert load_config().backup.compression_level == 7, "a file that exists is always read"
+    with pytest.raises(ConfigError, match=r"nope.yaml \(named by \$PGOPS_CONFIG\) does not exist"):
+        monkeypatch.setenv("PGOPS_CONFIG", str(tmp_path / "nope.yaml"))
+        load_config()
+    monkeypatch.setenv("PGOPS_USE_DEFAULTS", "please")
+    with pytest.raises(ConfigError, match="PGOPS_USE_DEFAULTS='please'"):
+        load_config(tmp_path / "config" / "pgops.yaml")
 
 
 def test_explicit_missing_file_is_an_error(tmp_path, monkeypatch):
