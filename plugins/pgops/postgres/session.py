@@ -8,6 +8,7 @@ unreachable server is transient (Airflow retries), bad credentials are a ConfigE
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -24,35 +25,79 @@ log = logging.getLogger(__name__)
 _AUTH_FAILURES = ("password authentication failed", "no pg_hba.conf entry", "role \"", "does not exist")
 
 
+#: libpq keywords pgops sets itself, so a connection's extra may not: what sets each
+_SET_BY_PGOPS = {
+    "host": "the connection's host",
+    "port": "the connection's port",
+    "user": "the connection's login",
+    "password": "the connection's password",
+    "dbname": "the connection's schema",
+    "application_name": "pgops, per job from database.application_name",
+    "connect_timeout": "database.connect_timeout_s",
+    "replication": "pg_basebackup and pg_receivewal",
+}
+
+
+@functools.cache
+def _libpq_keywords() -> dict[str, str]:
+    """Every connection keyword the linked libpq knows, with its display character
+    ("*": a secret such as sslpassword, "D": a debug option)."""
+    from psycopg import pq
+
+    return {opt.keyword.decode(): opt.dispchar.decode() for opt in pq.Conninfo.get_defaults()}
+
+
+def _extra_params(conn: ConnectionInfo) -> dict[str, str]:
+    """The connection's extra as libpq keywords, each passed on (sslmode, sslrootcert,
+    target_session_attrs, options, keepalives_idle, ...). An extra libpq does not know,
+    one pgops sets itself, or a secret (it would show on pg_basebackup's command line) is
+    refused, naming it: never dropped."""
+    known = _libpq_keywords()
+    params: dict[str, str] = {}
+    refused = []
+    for key, value in sorted(conn.extra.items()):
+        if key not in known:
+            refused.append(f"{key} (not a libpq connection parameter)")
+        elif key in _SET_BY_PGOPS:
+            refused.append(f"{key} (set by {_SET_BY_PGOPS[key]})")
+        elif known[key] in ("*", "D"):
+            refused.append(f"{key} (a secret or debug parameter)")
+        elif isinstance(value, (dict, list)):
+            refused.append(f"{key} (not a single value)")
+        elif value is not None:
+            params[key] = str(value)
+    if refused:
+        raise ConfigError(f"Airflow connection {conn.conn_id!r} has extras pgops cannot pass to libpq: "
+                          f"{'; '.join(refused)}. Remove them from its extra (libpq's parameters: "
+                          "https://www.postgresql.org/docs/15/libpq-connect.html#LIBPQ-PARAMKEYWORDS)")
+    return params
+
+
 def libpq_params(conn: ConnectionInfo) -> dict[str, Any]:
-    """libpq keyword parameters for an Airflow postgres connection."""
+    """libpq keyword parameters for an Airflow postgres connection: its fields, then
+    every libpq parameter in its extra (see :func:`_extra_params`)."""
     params: dict[str, Any] = {
         "host": conn.host or "localhost",
         "port": conn.port or 5432,
         "user": conn.login,
         "password": conn.password,
         "dbname": conn.schema or "postgres",
+        **_extra_params(conn),
     }
-    for key in ("sslmode", "sslrootcert", "sslcert", "sslkey", "target_session_attrs"):
-        if key in conn.extra:
-            params[key] = conn.extra[key]
     return {k: v for k, v in params.items() if v is not None}
 
 
 def conninfo_string(conn: ConnectionInfo, application_name: str) -> str:
-    """A libpq conninfo string for command-line tools (pg_basebackup, pg_receivewal).
+    """A libpq conninfo string for command-line tools (pg_basebackup, pg_receivewal),
+    quoted by psycopg's ``make_conninfo``.
 
-    The password is left out: pass it in PGPASSWORD, never on a command line.
+    The password is left out: pass it in PGPASSWORD, never on a command line. So is the
+    database: a physical replication connection has none.
     """
-    parts = {k: str(v) for k, v in libpq_params(conn).items() if k not in ("password", "dbname")}
-    parts["application_name"] = application_name
-    return " ".join(f"{k}={_conninfo_quote(v)}" for k, v in parts.items())
+    from psycopg.conninfo import make_conninfo
 
-
-def _conninfo_quote(value: str) -> str:
-    if value and not any(ch.isspace() or ch in "'\\" for ch in value):
-        return value
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    params = {k: v for k, v in libpq_params(conn).items() if k not in ("password", "dbname")}
+    return make_conninfo(**params, application_name=application_name)
 
 
 def session_options(
@@ -77,11 +122,10 @@ def connect_params(
     """Connect with explicit libpq parameters (used by the CLI, the stack and tests)."""
     import psycopg
 
-    all_params = {
-        **params,
-        **session_options(application_name, statement_timeout_s, lock_timeout_s),
-        "connect_timeout": connect_timeout_s,
-    }
+    session = session_options(application_name, statement_timeout_s, lock_timeout_s)
+    if params.get("options"):  # the connection's own options first: pgops's timeouts win
+        session["options"] = f"{params['options']} {session['options']}"
+    all_params = {**params, **session, "connect_timeout": connect_timeout_s}
     where = f"{all_params.get('user')}@{all_params.get('host')}:{all_params.get('port')}/{all_params.get('dbname')}"
     try:
         return psycopg.connect(autocommit=autocommit, **all_params)
