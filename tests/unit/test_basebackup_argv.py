@@ -48,3 +48,12 @@ def test_without_stdbuf_the_argv_is_unchanged(monkeypatch):
     monkeypatch.setattr(basebackup.shutil, "which", lambda name: None)
     argv = _argv()
     assert basebackup.with_buffered_stdout(argv) == argv
+
+
+def test_pg_basebackups_tablespace_refusal_is_a_config_error_not_a_retry():
+    from pgops.errors import ConfigError
+    from pgops.postgres.tablespaces import basebackup_refusal
+
+    refused = basebackup_refusal("pg_basebackup: error: can only write single tablespace to stdout, database has 2")
+    assert isinstance(refused, ConfigError) and "does not back tablespaces up" in str(refused)
+    assert basebackup_refusal("pg_basebackup: error: connection to server failed") is None

@@ -14,6 +14,7 @@ GOOD = {
     "max_slot_wal_keep_size": "8GB",
     "pg_stat_statements_installed": True,
     "current_user": "pgops_monitor",
+    "tablespaces": [],
     "roles": {
         "pgops_backup": {"superuser": False, "replication": True, "login": True, "pg_monitor": False},
         "pgops_monitor": {"superuser": False, "replication": False, "login": True, "pg_monitor": True},
@@ -40,6 +41,7 @@ def test_a_well_set_up_server_has_no_findings():
         ({"max_replication_slots": 0}, "max_replication_slots"),
         ({"shared_preload_libraries": "auto_explain"}, "pg_stat_statements"),
         ({"pg_stat_statements_installed": False}, "pg_stat_statements"),
+        ({"tablespaces": [("fast", "/srv/ssd/fast")]}, "tablespaces"),
     ],
 )
 def test_each_server_problem_is_an_error(change, check):

@@ -38,6 +38,7 @@ from pgops.config import PgopsConfig
 from pgops.connections import ConnectionInfo, get_connection
 from pgops.errors import IntegrityError, TransientError, UnsafeOperation
 from pgops.postgres.cluster import find_bindir
+from pgops.postgres.tablespaces import basebackup_refusal, refuse_tablespaces
 from pgops.postgres.session import conninfo_string
 from pgops.postgres.sqlfiles import load as load_sql
 from pgops.repository.base import Repository
@@ -188,6 +189,7 @@ def prepare(config: PgopsConfig, repo: Repository, started: datetime) -> tuple[s
 
     with connect(config.database.backup_conn_id, config.database, job="full_backup") as conn:
         sysid, major, version_num, timeline, segment_size = server_identity(conn)
+        refuse_tablespaces(conn)  # pg_basebackup -D - cannot carry them: a ConfigError, never a retry
         catalog.check_identity(repo, sysid, major)  # the repository is reachable and ours, before any work
         bindir = find_bindir(int(major))
         ensure_slot(conn, config.backup.slot_name, archive_started=lambda: archive_started(repo), record=record)
@@ -246,7 +248,8 @@ def run_full_backup(
             return size
         rc = proc.wait()
         if rc != 0:
-            raise TransientError(f"pg_basebackup exited with status {rc}:\n{stderr.tail()}")
+            tail = stderr.tail()
+            raise basebackup_refusal(tail) or TransientError(f"pg_basebackup exited with status {rc}:\n{tail}")
         if not scanner.ended:
             raise IntegrityError("pg_basebackup's tar stream ended without its end-of-archive marker")
         return 0

@@ -1,7 +1,8 @@
 """Preflight: is the database set up the way pgops needs it?
 
-Backups need ``wal_level=replica``, WAL senders and slots; restore verification needs
-data checksums to mean something; monitoring needs pg_stat_statements; and no job may
+Backups need ``wal_level=replica``, WAL senders and slots, and a cluster without
+tablespaces (:mod:`pgops.postgres.tablespaces`); restore verification needs data
+checksums to mean something; monitoring needs pg_stat_statements; and no job may
 connect as a superuser. :func:`evaluate` is pure (facts in, findings out) so each rule
 is unit-tested; :func:`run` gathers the facts as the monitoring role and fails with
 every problem named.
@@ -15,6 +16,7 @@ from typing import Any, Literal
 
 from pgops.config import PgopsConfig
 from pgops.errors import ConfigError
+from pgops.postgres import tablespaces
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,9 @@ def evaluate(facts: dict[str, Any], logins: dict[str, str | None]) -> list[Findi
     if not facts["data_checksums"]:
         found.append(Finding("warning", "data_checksums",
                              "off: page corruption cannot be detected in backups or restores"))
+    refused = tablespaces.refusal(facts["tablespaces"])
+    if refused:
+        error("tablespaces", refused)
     libraries = [lib.strip() for lib in facts["shared_preload_libraries"].split(",")]
     if "pg_stat_statements" not in libraries:
         error("pg_stat_statements", "not in shared_preload_libraries; query monitoring needs it")
@@ -98,6 +103,7 @@ def gather(config: PgopsConfig) -> tuple[dict[str, Any], dict[str, str | None]]:
         with conn.cursor(row_factory=dict_row) as cur:
             cur.execute(sqlfiles.load("monitoring/preflight.sql"), {"roles": [v for v in logins.values() if v]})
             facts = cur.fetchone()
+        facts["tablespaces"] = tablespaces.user_tablespaces(conn)
     return facts, logins
 
 
