@@ -134,16 +134,18 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
     from pgops.repository import open_repository
     from pgops.restore.plan import RestoreRequest
-    from pgops.restore.run import run_restore
+    from pgops.restore.run import NETWORK_LOCAL, NETWORK_SOURCE, how_to_connect, run_restore
 
     logging.getLogger("pgops").setLevel(min(logging.getLogger("pgops").getEffectiveLevel(), logging.INFO))
     request = RestoreRequest(backup_id=args.backup_id, target_time=_timestamp(args.target_time),
                              target_lsn=args.target_lsn, latest=args.latest)
     config = _config(args)
     settings = {"archive_mode": "off"} if args.archive_mode == "off" else None
+    network = NETWORK_SOURCE if args.keep_network else args.listen or NETWORK_LOCAL
     result = run_restore(config, open_repository(config.repository, config.encryption), request, Path(args.to),
-                         start=args.start, port=args.port, server_settings=settings)
+                         start=args.start, port=args.port, server_settings=settings, network=network)
     print(json.dumps(result.to_json(), indent=2))
+    print(f"pgops: {'WARNING: ' if network == NETWORK_SOURCE else ''}{how_to_connect(result)}", file=sys.stderr)
     if not args.start:
         print(f"pgops: restored into {result.target_dir}; start it with: pg_ctl start -D {result.target_dir} "
               "(as the postgres OS user, with the same AIRFLOW_CONN_* variables for an S3 or encrypted "
@@ -220,8 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Connections are Airflow connections (AIRFLOW_CONN_* variables work with Airflow down).",
     )
     parser.add_argument("--version", action="version", version=f"pgops {__version__}")
-    parser.add_argument("--config", metavar="FILE", help="configuration file (default: $PGOPS_CONFIG, else config/pgops.yaml under "
-                        "$PGOPS_HOME); it must exist (PGOPS_USE_DEFAULTS=1: the built-in defaults when none does)")
+    parser.add_argument("--config", metavar="FILE",
+                        help="configuration file (default: $PGOPS_CONFIG, else config/pgops.yaml under $PGOPS_HOME); "
+                        "it must exist (PGOPS_USE_DEFAULTS=1: the built-in defaults when none does)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -273,6 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="start the server (as the postgres OS user) and wait until recovery has ended")
     rst.add_argument("--port", type=int, metavar="N", help="port for the restored server (default with --start: "
                      "a free one; its socket goes into the data directory)")
+    reach = rst.add_mutually_exclusive_group()
+    reach.add_argument("--listen", choices=("localhost",),
+                       help="also listen on TCP at localhost (127.0.0.1, ::1), password logins only. Default: the "
+                       "Unix socket in the data directory only, with a pg_hba.conf admitting local connections only")
+    reach.add_argument("--keep-network", action="store_true",
+                       help="keep the source's listen_addresses and pg_hba.conf (for a server that takes over from "
+                       "the source): the copy is then reachable as the source was")
     rst.add_argument("--archive-mode", choices=("preserve", "off"), default="preserve",
                      help="preserve (default): the restored server archives WAL as the source was set to; off: "
                      "archive_mode = off, for a copy that must not push WAL into the source's archive")

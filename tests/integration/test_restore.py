@@ -249,6 +249,8 @@ def test_the_cli_restores_and_starts_with_airflow_down(chain):
                             application_name="pgops:test", statement_timeout_s=30) as conn:
             assert conn.execute("SHOW archive_mode").fetchone()[0] == "off"
         assert "extracted" in proc.stderr and "recovery finished" in proc.stderr, "progress goes to stderr"
+        assert f"Unix socket only; connect as root or the postgres OS user with: psql -h {target} -p " \
+            f"{result['port']} -U postgres" in proc.stderr
     finally:
         stop(target)
     refused = subprocess.run([sys.executable, "-m", "pgops", "--config", str(config_file), "restore", "--to",
@@ -280,3 +282,46 @@ def test_a_segment_lost_after_planning_stops_recovery_instead_of_ending_it(chain
     finally:
         stop(repo_copy / "restored")
         shutil.rmtree(repo_copy, ignore_errors=True)
+
+
+def reachable_over_tcp(port: int, user: str, password: str | None) -> bool:
+    import psycopg
+
+    try:
+        with psycopg.connect(host="127.0.0.1", port=port, user=user, password=password or "", dbname="fixia",
+                             connect_timeout=5):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+@pytest.mark.parametrize("network", ["local", "localhost", "source"])
+def test_a_restored_server_is_off_the_network_unless_asked(chain, network):
+    """Before: a restored copy of the data kept the source's listen_addresses and
+    pg_hba.conf, so it was reachable from wherever the source was."""
+    kw = {} if network == "local" else {"network": network}  # local: the default
+    target, result = chain.restore(RestoreRequest(latest=True), f"restored-net-{network}", **kw)
+    try:
+        with connect_params({"host": str(target), "port": result.port, "user": "postgres", "dbname": "fixia"},
+                            application_name="pgops:test", statement_timeout_s=30) as conn:
+            listen = conn.execute("SHOW listen_addresses").fetchone()[0]
+            rules = conn.execute("SELECT type, address FROM pg_catalog.pg_hba_file_rules "
+                                 "ORDER BY line_number").fetchall()
+            hba_file = conn.execute("SHOW hba_file").fetchone()[0]
+        monitor = chain.server.passwords["pgops_monitor"]
+        if network == "source":
+            assert listen == "127.0.0.1" and ("host", "127.0.0.1") in rules
+            assert reachable_over_tcp(result.port, "pgops_monitor", monitor)
+            return
+        if network == "local":
+            assert listen == "" and {r[0] for r in rules} == {"local"}
+            assert not reachable_over_tcp(result.port, "pgops_monitor", monitor)
+        else:
+            assert listen == "localhost"
+            assert set(rules) == {("local", None), ("host", "127.0.0.1"), ("host", "::1")}
+            assert reachable_over_tcp(result.port, "pgops_monitor", monitor), "loopback with the role's password"
+        assert hba_file == str(target / "pg_hba.conf"), "named explicitly: the source's may live elsewhere"
+        assert not reachable_over_tcp(result.port, "postgres", None)
+        assert result.socket_dir == str(target) and result.network == network
+    finally:
+        stop(target)

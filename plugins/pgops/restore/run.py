@@ -13,7 +13,11 @@ Order matters and each step fails closed:
 4. **recovery settings** appended to ``postgresql.auto.conf`` (so they win over the
    restored configuration) and ``recovery.signal``: ``restore_command`` runs
    ``pgops wal-fetch`` against the same repository;
-5. optionally **start** the server (as the postgres OS user when run as root) and wait,
+5. **off the network** unless asked: a restored copy of production data listens on no
+   TCP address (``listen_addresses = ''``; ``localhost`` when asked), has its Unix
+   socket in the private data directory, and a ``pg_hba.conf`` that admits only local
+   connections; only ``network="source"`` keeps the source's settings;
+6. optionally **start** the server (as the postgres OS user when run as root) and wait,
    printing progress, until recovery has ended and the server has promoted.
 
 If any step before the start fails, what the restore wrote is removed again, so the
@@ -27,6 +31,7 @@ import os
 import re
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -52,6 +57,16 @@ PROGRESS_EVERY_S = 10.0
 SPOOL_NAME = "pgops-prefetch"  # under pg_wal/
 DISK_MARGIN = 256 * 2**20
 
+#: How a restored server can be reached: ``local`` (its Unix socket only, the default),
+#: ``localhost`` (also TCP on the loopback addresses), ``source`` (the source's settings).
+NETWORK_LOCAL, NETWORK_LOCALHOST, NETWORK_SOURCE = "local", "localhost", "source"
+NETWORKS = (NETWORK_LOCAL, NETWORK_LOCALHOST, NETWORK_SOURCE)
+# Trust is safe on the socket only because its directory is private (0700, the server
+# user's): only that user and root can reach it. TCP on loopback is open to every local
+# user, so it takes the roles' passwords.
+LOCAL_HBA = ["local all all trust"]
+LOOPBACK_HBA = ["host all all 127.0.0.1/32 scram-sha-256", "host all all ::1/128 scram-sha-256"]
+
 
 @dataclass
 class RestoreResult:
@@ -64,6 +79,8 @@ class RestoreResult:
     files: int = 0
     timings_s: dict[str, float] = field(default_factory=dict)
     port: int | None = None
+    socket_dir: str | None = None
+    network: str = NETWORK_LOCAL
     started: bool = False
     recovery: dict[str, str] = field(default_factory=dict)
 
@@ -121,6 +138,18 @@ def check_free_space(target: Path, plan: RestorePlan, segment_size: int = wal.DE
     return need
 
 
+def check_socket_dir(socket_dir: Path) -> None:
+    """A socket directory given for a server that trusts local connections must be
+    private: anyone who can reach the socket could log in as any role."""
+    try:
+        mode = stat.S_IMODE(socket_dir.stat().st_mode)
+    except OSError as exc:
+        raise ConfigError(f"the socket directory {socket_dir} cannot be used: {exc}") from exc
+    if mode & 0o077:
+        raise ConfigError(f"the socket directory {socket_dir} has mode {mode:04o}: the restored server admits "
+                          "local connections without a password, so it must be private (0700)")
+
+
 # -- the recovery configuration -------------------------------------------------------------
 def wal_fetch_command(repo_cfg: RepositoryConfig, encryption: EncryptionConfig | None, spool: Path,
                       prefetch: int, retry_s: int, expect_until: str | None = None) -> str:
@@ -139,6 +168,47 @@ def wal_fetch_command(repo_cfg: RepositoryConfig, encryption: EncryptionConfig |
 
 def _conf_quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
+
+
+def network_settings(network: str, datadir: Path) -> dict[str, str]:
+    """The settings that keep a restored server off the network (none for ``source``).
+    The hba and ident files are named explicitly: the source's may live elsewhere."""
+    if network not in NETWORKS:
+        raise ConfigError(f"network {network!r} is not one of {', '.join(NETWORKS)}")
+    if network == NETWORK_SOURCE:
+        return {}
+    return {"listen_addresses": "localhost" if network == NETWORK_LOCALHOST else "",
+            "hba_file": str(datadir / "pg_hba.conf"), "ident_file": str(datadir / "pg_ident.conf")}
+
+
+def local_hba(network: str) -> str:
+    """The pg_hba.conf of a restored server: local connections only (and loopback TCP
+    with passwords for ``localhost``)."""
+    lines = ["# written by pgops restore: local connections only (see docs/restore.md)", *LOCAL_HBA]
+    if network == NETWORK_LOCALHOST:
+        lines += LOOPBACK_HBA
+    return "\n".join(lines) + "\n"
+
+
+def write_local_hba(datadir: Path, network: str = NETWORK_LOCAL) -> None:
+    """Replace the restored pg_hba.conf (and pg_ident.conf, which it no longer uses)."""
+    for name, text in (("pg_hba.conf", local_hba(network)), ("pg_ident.conf", "")):
+        path = datadir / name
+        path.write_text(text)
+        path.chmod(0o600)
+        chown_to_server_user(path)
+
+
+def how_to_connect(result: RestoreResult) -> str:
+    """One line for the operator: where the restored server listens and how to connect."""
+    port = f"-p {result.port}" if result.port else "-p <the port in its postgresql.conf>"
+    if result.network == NETWORK_SOURCE:
+        return (f"the restored server keeps the source's listen_addresses and pg_hba.conf: it accepts the "
+                f"connections the source accepted; its socket is in {result.socket_dir or 'the source location'}")
+    where = "its Unix socket only" if result.network == NETWORK_LOCAL else \
+        "its Unix socket, and TCP on localhost (127.0.0.1, ::1) with the roles' passwords"
+    return (f"the restored server listens on {where}; connect as root or the postgres OS user with: "
+            f"psql -h {result.socket_dir} {port} -U postgres")
 
 
 def write_recovery_settings(datadir: Path, plan: RestorePlan, restore_command: str,
@@ -244,15 +314,20 @@ def run_restore(
     verify_backup: bool = True,
     recovery_timeout_s: float = 24 * 3600,
     server_settings: dict[str, str] | None = None,
+    network: str = NETWORK_LOCAL,
     before_start: Callable[[Path], None] | None = None,
     on_planned: Callable[[RestorePlan], None] | None = None,
     inventory: Inventory | None = None,
 ) -> RestoreResult:
-    """Restore ``request`` into ``target`` (see the module docstring). ``server_settings``
-    are written with the recovery settings; ``before_start`` may adjust the directory
-    (the restore test writes its own pg_hba.conf); ``on_planned`` sees the plan before
-    any download; ``inventory`` is the repository's scan when the caller has one."""
+    """Restore ``request`` into ``target`` (see the module docstring). ``network`` says
+    how the server can be reached (``NETWORKS``); ``server_settings`` are written with
+    the recovery settings; ``before_start`` may adjust the directory; ``on_planned``
+    sees the plan before any download; ``inventory`` is the repository's scan when the
+    caller has one."""
     target = Path(target).absolute()
+    network_settings(network, target)  # an unknown network is refused before any work
+    if socket_dir is not None and Path(socket_dir).absolute() != target and network != NETWORK_SOURCE:
+        check_socket_dir(Path(socket_dir))
     opts = config.restore
     t0 = time.monotonic()
     inv = inventory if inventory is not None else scan(repo)
@@ -310,20 +385,23 @@ def run_restore(
         # pgops flushed the file system already; without this the server fsyncs every
         # file again at start-up, one by one (2.7 s of a 5 s recovery at 320 MB, measured).
         extra: dict[str, str] = {"recovery_init_sync_method": "syncfs"}
-        if start:
-            result.port = port or free_port()
+        result.port = port or (free_port() if start else None)
+        if result.port:
             extra["port"] = str(result.port)
-            extra["unix_socket_directories"] = str(socket_dir or target)
-        else:
-            if port:
-                result.port = port
-                extra["port"] = str(port)
-            if socket_dir:
-                extra["unix_socket_directories"] = str(socket_dir)
+        result.network = network
+        if socket_dir or start or network != NETWORK_SOURCE:
+            result.socket_dir = str(socket_dir or target)  # the data directory is private (0700)
+            extra["unix_socket_directories"] = result.socket_dir
+        extra.update(network_settings(network, target))
         extra.update(server_settings or {})
         write_recovery_settings(target, plan, wal_fetch_command(config.repository, config.encryption, spool,
                                                                 opts.wal_prefetch, opts.wal_fetch_retry_s,
                                                                 plan.wal_until_segment), extra)
+        if network == NETWORK_SOURCE:
+            log.warning("the restored server keeps the source's listen_addresses and pg_hba.conf: a copy of the "
+                        "source's data, reachable from wherever the source was")
+        else:
+            write_local_hba(target, network)
         if before_start is not None:
             before_start(target)
     except BaseException:

@@ -5,7 +5,7 @@
 1. **setup**: :func:`pgops.restore.run.run_restore` into ``<scratch_dir>/<run>/data``, with
    a scratch configuration: no TCP listener (``listen_addresses = ''``), a private socket
    directory, ``archive_mode = off`` (a restored copy must never archive into anyone's
-   archive), and a ``pg_hba.conf`` that lets only the local superuser in;
+   archive), and a ``pg_hba.conf`` that admits only local connections (run_restore's default);
 2. **checks** (each timed, each with a verdict):
    ``recovery_target`` (promoted; last replayed commit not after a time target),
    ``pg_amcheck`` (heap and B-tree of every relation in every database),
@@ -49,7 +49,6 @@ from pgops.restore.plan import RestorePlan, RestoreRequest
 log = logging.getLogger(__name__)
 
 EVIDENCE_FORMAT = 1
-SCRATCH_HBA = "# written by the pgops restore test\nlocal all postgres trust\n"
 
 
 @dataclass
@@ -145,13 +144,6 @@ def _timed(checks: list[Check], name: str, fn) -> Check:
     return check
 
 
-def _scratch_hba(datadir: Path) -> None:
-    (datadir / "pg_hba.conf").write_text(SCRATCH_HBA)
-    (datadir / "pg_ident.conf").write_text("")
-    chown_to_server_user(datadir / "pg_hba.conf")
-    chown_to_server_user(datadir / "pg_ident.conf")
-
-
 def clean_scratch(scratch_root: Path) -> list[str]:
     """Stop and remove every scratch server under ``scratch_root`` (leftovers of a killed run)."""
     removed = []
@@ -195,8 +187,8 @@ def verify_restore(config: PgopsConfig, repo: Repository, request: RestoreReques
         inv = scan(repo)
         result = run_restore(
             config, repo, request, datadir, start=True, port=port, socket_dir=socket_dir, now=started,
-            server_settings={"listen_addresses": "", "archive_mode": "off", "logging_collector": "off"},
-            before_start=_scratch_hba, on_planned=lambda p: planned.setdefault("plan", p), inventory=inv)
+            server_settings={"archive_mode": "off", "logging_collector": "off"},
+            on_planned=lambda p: planned.setdefault("plan", p), inventory=inv)
         plan = planned["plan"]
         evidence.backup_id, evidence.plan = result.backup_id, result.plan
         evidence.recovery_settings = plan.recovery_settings
