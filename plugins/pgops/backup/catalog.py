@@ -2,7 +2,7 @@
 
 ::
 
-    pgops.repository.json              which cluster this repository belongs to
+    pgops.repository.json              which cluster this repository belongs to, its format
     backups/<id>/data.tar.zst          pg_basebackup's tar stream, framed zstd
     backups/<id>/data.index.json       frame index (sizes and sha256 of every frame)
     backups/<id>/backup_manifest.zst   PostgreSQL's backup_manifest
@@ -81,10 +81,18 @@ class BackupRecord(BaseModel):
         return (json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n").encode()
 
 
+#: the repository's format, in its identity document. 2: stored WAL keys carry the
+#: repository's name digest (``walnames.name_digest``: keyed when encrypted) and an
+#: encrypted repository holds only version 2 objects (``repository/encrypted.py``).
+#: 1: written by pgops before; still read (its names carry the plain sha256 and its
+#: objects may be version 1), and written to in format 2's way from now on.
+REPOSITORY_FORMAT = 2
+
+
 class RepositoryIdentity(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    format: Literal[1] = FORMAT
+    format: Literal[1, 2] = REPOSITORY_FORMAT
     system_identifier: str
     pg_version: str
 

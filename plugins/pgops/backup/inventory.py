@@ -78,7 +78,7 @@ def newest_backup(records) -> tuple[int, int, datetime] | None:
 @dataclass
 class Inventory:
     entries: list[catalog.CatalogEntry]
-    wal_objects: dict[str, tuple[str, str, int]] = field(default_factory=dict)  # name -> (key, sha256, size)
+    wal_objects: dict[str, tuple[str, str, int]] = field(default_factory=dict)  # name -> (key, digest, size)
     history_objects: dict[str, tuple[str, str, int]] = field(default_factory=dict)
     points: list[WalPoint] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)

@@ -2,7 +2,8 @@
 
 * every complete backup has each object its ``backup.json`` lists, with that size and
   (re-read) sha256; its frame index adds up to the stored data;
-* every WAL segment decompresses to the sha256 in its name;
+* every WAL segment decompresses to the digest in its name (its sha256, or a keyed
+  digest of it on an encrypted repository: ``walnames.name_digest``);
 * WAL is gap-free from each backup's stop segment to the newest segment on its
   timeline, and every timeline after the first has its history file;
 * the stored WAL still reaches the newest point each shipping run recorded (WAL lost
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from pgops.backup import wal
 from pgops.backup.frames import FrameIndex
 from pgops.backup.inventory import Inventory, explained_gaps, scan
+from pgops.backup.walnames import digest_matches, name_digest
 from pgops.errors import NotFound, PgopsError
 from pgops.repository.base import Repository
 
@@ -52,6 +54,13 @@ def _wal_sha(repo: Repository, key: str) -> str:
     while chunk := reader.read(1 << 20):
         digest.update(chunk)
     return digest.hexdigest()
+
+
+def _wal_digest(repo: Repository, key: str, named: str) -> str:
+    """The digest ``key``'s name should carry for the file it holds now: ``named`` when
+    that matches the re-read file, otherwise what the repository would name it."""
+    sha = _wal_sha(repo, key)
+    return named if digest_matches(repo, named, sha) else name_digest(repo, sha)
 
 
 class _Chunks:
@@ -121,7 +130,7 @@ def verify(repo: Repository, *, full: bool = False, sample: int = 0, seed: int |
         to_check += sorted(inv.history_objects.items())
     for name, (key, digest, _size) in to_check:
         try:
-            actual = _wal_sha(repo, key)
+            actual = _wal_digest(repo, key, digest)
         except NotFound:
             problems.append(f"WAL {name}: {key} vanished while verifying")
             continue

@@ -63,13 +63,26 @@ def stored_versions(repo: Repository, name: str) -> list[str]:
 def ship_file(repo: Repository, path: Path, level: int = 3, encode: Encoder | None = None) -> tuple[str, bool]:
     """Store one WAL or history file idempotently; returns (key, uploaded?). ``encode``,
     a :func:`~pgops.backup.compress.frame_encoder` at ``level``, is reused across the
-    files of a run when given; without it the file gets an encoder of its own."""
+    files of a run when given; without it the file gets an encoder of its own.
+
+    The key carries the repository's :func:`~pgops.backup.walnames.name_digest` of the
+    file's sha256 (keyed on an encrypted repository). A file already stored under a name
+    that matches it otherwise (a plain sha256, written before repository format 2) is
+    already stored too."""
+    from pgops.backup.walnames import digest_matches, name_digest, parse_wal_key
+
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     existing = stored_versions(repo, path.name)
-    key = wal_key(path.name, digest)
+    key = wal_key(path.name, name_digest(repo, digest))
     if key in existing:
         return key, False
+    for stored in existing:
+        try:
+            if digest_matches(repo, parse_wal_key(stored)[1], digest):
+                return stored, False
+        except ValueError:
+            continue  # not a WAL key: refused below, as any other different version
     if existing:
         raise IntegrityError(
             f"{path.name} is already in {repo.location} with a different checksum ({existing[0]}), "

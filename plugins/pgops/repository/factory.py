@@ -27,11 +27,13 @@ def open_repository(config: RepositoryConfig, encryption: EncryptionConfig | Non
     """The configured backend, wrapped in client-side encryption when that is enabled."""
     repo = _backend(config)
     if encryption is not None and encryption.enabled:
+        from pgops.backup.walnames import IDENTITY_KEY
         from pgops.connections import get_connection
         from pgops.repository.encrypted import EncryptedRepository, parse_key
 
         key = parse_key(get_connection(encryption.key_conn_id).password, encryption.key_conn_id)
-        repo = EncryptedRepository(repo, key)
+        # The identity document's format says whether version 1 objects may be read.
+        repo = EncryptedRepository(repo, key, identity_key=IDENTITY_KEY)
     return repo
 
 

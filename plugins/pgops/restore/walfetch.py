@@ -12,8 +12,9 @@ The contract (PostgreSQL docs, "Recovering Using a Continuous Archive Backup"):
   archive therefore never cuts recovery short silently: the server stops, the log says
   why, and starting it again resumes recovery where it was.
 
-Each file is decompressed (and decrypted) and its sha256 checked against the one in its
-stored name before it is handed over, through a temporary file and a rename.
+Each file is decompressed (and decrypted) and its sha256 checked against the digest in
+its stored name (``walnames.name_digest``) before it is handed over, through a temporary
+file and a rename.
 
 Prefetch: asked for a segment, the command also fetches the next ``prefetch - 1``
 segments that the repository holds into a spool directory (in parallel), and a later
@@ -31,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pgops.backup import wal
-from pgops.backup.walnames import HISTORY_DIR, IDENTITY_KEY, parse_wal_key, wal_dir
+from pgops.backup.walnames import HISTORY_DIR, IDENTITY_KEY, digest_matches, parse_wal_key, wal_dir
 from pgops.errors import ConfigError, IntegrityError, NotFound, TransientError
 from pgops.repository.base import Repository
 
@@ -81,7 +82,7 @@ def _fetch_one(repo: Repository, key: str) -> bytes:
         raw = zstandard.ZstdDecompressor().decompress(stored, max_output_size=256 * 2**20)
     except zstandard.ZstdError as exc:
         raise IntegrityError(f"{repo.location}/{key} does not decompress: {exc}") from exc
-    if hashlib.sha256(raw).hexdigest() != digest:
+    if not digest_matches(repo, digest, hashlib.sha256(raw).hexdigest()):
         raise IntegrityError(f"{repo.location}/{key} is corrupt: the sha256 of {name} does not match its stored name")
     return raw
 
