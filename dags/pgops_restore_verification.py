@@ -7,11 +7,17 @@ would lose (RPO), and keeps the proof for auditors.
 1. **setup**: `pgops restore` into `restore_verification.scratch_dir` on this worker and
    start a throwaway PostgreSQL: no TCP listener, a private socket, `archive_mode = off`,
    local superuser only;
-2. **checks**: recovery reached its target; `pg_amcheck` (heap and B-tree, every
-   relation in every database); the newest sentinel row the backup jobs wrote before the
-   restore point is present (and, for a time target, none written after it); for the
-   default target, the relation list and the row counts of
-   `restore_verification.count_tables` match what was recorded with that sentinel;
+2. **checks**, each `passed`, `failed` or `not_applicable` with its reason. The four
+   *core* checks must all pass for a green run, and are never "not applicable" (one
+   that cannot run has failed): `recovery_target` (promoted, replayed to the target or
+   to the end of the shipped WAL); `pg_amcheck` (heap and B-tree, every relation in
+   every database); `sentinel` (the newest sentinel row the backup jobs wrote before the
+   restore point is present, and for a time target none written after it; a drill of a
+   backup with no WAL after it yet looks for the backup's own sentinel); `relations`
+   (the list of tables, indexes and materialized views recorded with that sentinel).
+   `row_counts` compares the counts of `restore_verification.count_tables` for restores
+   to the latest point (the sentinel's own state; otherwise not applicable, saying why),
+   and fails when a count could not be recorded (a dropped table, a timeout);
 3. **evidence**: `backups/<id>/verification/<time>.json` and `.md` in the repository,
    this task's log, and the Asset `x-pgops://fixia/restore-verified` event extra
    (verdict, RTO, RPO, failed checks);
@@ -36,7 +42,10 @@ detail. `IntegrityError` = the backup did not restore correctly: treat as an inc
 unreachable, the scratch server would not start) is retried.
 
 **Needs** on the worker: PostgreSQL binaries of the backup's major version, free disk for
-one full restore in `scratch_dir`, and the postgres OS user.
+one full restore in `scratch_dir`, and the postgres OS user. All three tasks run on the
+queue `workers.stateful_queue`, so they share that worker's scratch server; its clean-up
+also stops a scratch server whose files are already gone. Backfills are not allowed.
+`target_time` is checked as a date-time by the trigger form; unknown params fail the run.
 
 **By hand**, Airflow down: `pgops restore --to /scratch/dir --latest --start`.
 """
@@ -48,7 +57,7 @@ from datetime import timedelta
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
 from pgops.config import load_config
-from pgops.orchestration import FULL_BACKUP_ASSET, RESTORE_VERIFIED_ASSET, START_DATE, TAG, default_args
+from pgops.orchestration import ALLOWED_RUN_TYPES, FULL_BACKUP_ASSET, RESTORE_VERIFIED_ASSET, START_DATE, TAG, default_args
 
 CONFIG = load_config()
 RESTORE_VERIFIED = Asset(RESTORE_VERIFIED_ASSET)
@@ -62,13 +71,17 @@ CRON = CronTriggerTimetable(CONFIG.restore_verification.schedule, timezone="UTC"
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
+    allowed_run_types=ALLOWED_RUN_TYPES,
     tags=[TAG, "restore"],
     doc_md=__doc__,
-    default_args=default_args(retries=1, execution_timeout=timedelta(hours=12)),
+    # The scratch server lives on the worker's disk: every task runs where it is.
+    default_args=default_args(retries=1, execution_timeout=timedelta(hours=12),
+                              queue=CONFIG.workers.stateful_queue),
     params={
         "backup_id": Param(None, type=["null", "string"], description="Restore this backup (default: the newest)."),
-        "target_time": Param(None, type=["null", "string"],
-                             description="Recover to this time, ISO 8601 with offset (default: all shipped WAL)."),
+        "target_time": Param(None, type=["null", "string"], format="date-time",
+                             description="Recover to this time, ISO 8601 with offset, e.g. 2026-11-25T03:00:00+00:00 "
+                                         "(default: all shipped WAL)."),
     },
 )
 def pgops_restore_verification():

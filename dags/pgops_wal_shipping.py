@@ -1,8 +1,9 @@
 """
 ### pgops_wal_shipping: hourly WAL shipping
 
-Through the physical replication slot `backup.slot_name` (created by pgops): switches
-WAL when any was written, receives it with `pg_receivewal` into the spool
+Through the physical replication slot `backup.slot_name` (created by pgops): commits a
+sentinel row (so there is always WAL to switch), switches WAL, receives it with
+`pg_receivewal` into the spool
 (`backup.spool_dir`, keep it on a persistent disk), and ships every complete segment
 and timeline history file to the repository, checksummed, before removing it from
 the spool. A rerun after a crash ships exactly what is missing.
@@ -27,8 +28,16 @@ another cluster is refused. Unreachable server or storage is retried.
 the server; past `max_slot_wal_keep_size` (8GB in the local stack) the server
 invalidates the slot rather than fill its disk.
 
-Backfills and stale runs do nothing. Shares the one-slot pool `pgops_backup` with full
-backups and pruning.
+**Sentinel and counts never stop shipping**: a counted table that is gone, unreadable
+or slower than `restore_verification.count_timeout_ms` to count, or a sentinel row that
+cannot be written, is logged as a warning and recorded (`sentinel_count_errors`,
+`sentinel_error` in the result and the point file); WAL ships all the same, and the next
+restore test fails naming it.
+
+**Where it runs**: the pool `pgops_wal` (one slot, its own: WAL keeps shipping while a
+full backup runs), on the queue `workers.stateful_queue`, whose worker keeps the spool on
+its disk. Backfills are not allowed (`allowed_run_types`); a manual run for an interval
+long past does nothing and says why in its log. Unknown params fail the run at once.
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ from datetime import timedelta
 from airflow.sdk import Asset, TriggerRule, dag, task
 
 from pgops.config import load_config
-from pgops.orchestration import BACKUP_POOL, START_DATE, TAG, WAL_CHAIN_BREAK_ASSET, default_args
+from pgops.orchestration import ALLOWED_RUN_TYPES, START_DATE, TAG, WAL_CHAIN_BREAK_ASSET, WAL_POOL, default_args
 
 CONFIG = load_config()
 WAL_CHAIN_BREAK = Asset(WAL_CHAIN_BREAK_ASSET)
@@ -50,12 +59,14 @@ WAL_CHAIN_BREAK = Asset(WAL_CHAIN_BREAK_ASSET)
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
+    allowed_run_types=ALLOWED_RUN_TYPES,
     tags=[TAG, "backup"],
     doc_md=__doc__,
-    default_args=default_args(retries=3, execution_timeout=timedelta(minutes=45), pool=BACKUP_POOL),
+    default_args=default_args(retries=3, execution_timeout=timedelta(minutes=45), pool=WAL_POOL),
 )
 def pgops_wal_shipping():
-    @task
+    # The spool is on this worker's disk: the task runs where it is (workers.stateful_queue).
+    @task(queue=CONFIG.workers.stateful_queue)
     def ship_wal(**context) -> dict:
         from pgops.backup import tasks
 

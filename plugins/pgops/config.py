@@ -261,6 +261,13 @@ class RestoreVerificationConfig(_Section):
         description="Tables whose row counts the backup jobs record with each sentinel and the restore "
         "test compares (the backup role needs SELECT on them).",
     )
+    count_timeout_ms: int = Field(
+        2000, ge=10, le=600_000,
+        description="Time each table's row count may take when the backup jobs record it with a sentinel "
+        "(`count(*)` under its own statement_timeout, in the sentinel's snapshot, which is held for at most "
+        "the sum of these). A count that fails or runs out of time is recorded, never fatal: WAL still "
+        "ships, the run warns, and the next restore test's row_counts check fails naming it.",
+    )
     count_tolerance_pct: float = Field(
         0.0, ge=0, le=100,
         description="Allowed difference of a restored row count from the recorded one, in percent. 0: exact. "
@@ -350,6 +357,19 @@ class MonitoringConfig(_Section):
     _check_schedules = field_validator("schedule")(_check_schedule)
 
 
+class WorkersConfig(_Section):
+    """Where the tasks that keep state on their worker's disk run."""
+
+    stateful_queue: str = Field(
+        "pgops_stateful", min_length=1, max_length=256,
+        description="Airflow queue of the tasks whose state lives on the worker: WAL shipping (the spool) and "
+        "the restore test's prepare, verify and clean-up tasks (the scratch server). On the Celery executor "
+        "run one worker serving it (`airflow celery worker --queues pgops_stateful`) on a host with the "
+        "PostgreSQL binaries and a persistent disk for `backup.spool_dir` and "
+        "`restore_verification.scratch_dir`; the local executors ignore queues.",
+    )
+
+
 class PgopsConfig(_Section):
     """The whole configuration."""
 
@@ -365,6 +385,7 @@ class PgopsConfig(_Section):
     partitions: PartitionsConfig = Field(default_factory=PartitionsConfig)
     matviews: MatviewsConfig = Field(default_factory=MatviewsConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    workers: WorkersConfig = Field(default_factory=WorkersConfig)
 
     def resolve_path(self, value: str) -> Path:
         """A configured path, resolved against PGOPS_HOME when relative."""

@@ -15,8 +15,19 @@ TAG = "pgops"
 # is off everywhere, so this never creates historic runs.
 START_DATE = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
-# The pool that keeps WAL shipping, full backups and pruning from overlapping.
+# Full backups, pruning and verification take the one slot of this pool: they read and
+# change the catalog as a whole (prune deletes what verify re-reads).
 BACKUP_POOL = "pgops_backup"
+# WAL shipping has a pool of its own, so that it keeps its schedule while a full backup
+# runs (hours on a large database). What the two share is made safe on its own: the
+# slot's repair is serialized by an advisory lock, each full backup holds the WAL it
+# needs with a temporary slot of its own, and catalog readers list the shipping runs'
+# records before the WAL they describe (see docs/backups.md, "Concurrency").
+WAL_POOL = "pgops_wal"
+
+# Run types the backup and restore DAGs accept: no backfills. A backup is always of the
+# database as it is now, so a backfill could only make green runs that took nothing.
+ALLOWED_RUN_TYPES = ("scheduled", "manual", "asset_triggered")
 
 
 def retry_policy() -> Any:
@@ -46,6 +57,36 @@ def retry_policy() -> Any:
             ),
         ]
     )
+
+
+def skip(reason: str) -> None:
+    """Skip the task, saying why in its log first (Airflow itself logs only "Skipping
+    task."), so a run that did nothing is never a silent green."""
+    import logging
+
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    logging.getLogger("pgops").warning("skipping: %s", reason)
+    raise AirflowSkipException(reason)
+
+
+def check_params(context: dict[str, Any]) -> dict[str, Any]:
+    """The run's params, after refusing any the DAG does not declare.
+
+    Airflow merges a trigger's conf into the params as it is, so a typo (``dryrun`` for
+    ``dry_run``) would silently run with the defaults: a real backup and a real prune.
+    """
+    from pgops.errors import ConfigError
+
+    dag_run = context.get("dag_run")
+    conf = getattr(dag_run, "conf", None) or {}
+    dag = context.get("dag") or getattr(context.get("task"), "dag", None)
+    declared = set(getattr(dag, "params", None) or {})
+    unknown = sorted(set(conf) - declared)
+    if unknown:
+        raise ConfigError(f"unknown param(s) {', '.join(map(repr, unknown))} in the run's conf; this DAG takes "
+                          f"{', '.join(map(repr, sorted(declared))) or 'no params'}: nothing was done")
+    return dict(context.get("params") or {})
 
 
 def default_args(

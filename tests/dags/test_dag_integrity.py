@@ -70,14 +70,52 @@ def test_dag_files_do_no_heavy_imports_at_parse_time(path):
     assert airflow_imports <= {"airflow.sdk"}, "authoring imports come only from airflow.sdk"
 
 
-def test_backup_work_shares_the_one_slot_pool(dagbag):
-    """WAL shipping, full backups, pruning and verification never run over each other:
-    every task of the backup DAGs takes the one slot of the pgops_backup pool."""
-    from pgops.orchestration import BACKUP_POOL
+def test_wal_shipping_has_a_pool_of_its_own(dagbag):
+    """Full backups, pruning and verification share the one slot of pgops_backup; WAL
+    shipping has its own pool, so it keeps its schedule while a long full backup runs."""
+    from pgops.orchestration import BACKUP_POOL, WAL_POOL
 
-    for dag_id in ("pgops_full_backup", "pgops_wal_shipping"):
-        dag = dagbag.dags[dag_id]
-        assert {t.pool for t in dag.tasks} == {BACKUP_POOL}, dag_id
-        assert {t.pool_slots for t in dag.tasks} == {1}, dag_id
-    assert [t.task_id for t in dagbag.dags["pgops_full_backup"].topological_sort()] == \
-        ["full_backup", "prune", "verify"]
+    assert BACKUP_POOL != WAL_POOL
+    full, wal = dagbag.dags["pgops_full_backup"], dagbag.dags["pgops_wal_shipping"]
+    assert {t.pool for t in full.tasks} == {BACKUP_POOL}
+    assert {t.pool for t in wal.tasks} == {WAL_POOL}
+    assert {t.pool_slots for t in full.tasks + wal.tasks} == {1}
+    assert [t.task_id for t in full.topological_sort()] == ["full_backup", "prune", "verify"]
+
+
+STATEFUL_TASKS = {
+    "pgops_wal_shipping": {"ship_wal"},  # the spool
+    "pgops_restore_verification": {"prepare_scratch", "verify_restore", "cleanup_scratch"},  # the scratch server
+}
+
+
+def test_every_stateful_task_runs_on_the_configured_queue(dagbag):
+    """Tasks whose state lives on the worker's disk run on workers.stateful_queue, so a
+    retry on the Celery executor finds its spool or scratch server; the rest do not."""
+    from pgops.config import load_config
+
+    queue = load_config().workers.stateful_queue
+    for dag_id, dag in dagbag.dags.items():
+        for task in dag.tasks:
+            stateful = task.task_id in STATEFUL_TASKS.get(dag_id, set())
+            assert (task.queue == queue) == stateful, f"{dag_id}.{task.task_id} on queue {task.queue!r}"
+
+
+def test_backup_and_restore_dags_refuse_backfills(dagbag):
+    """A backfill of a backup DAG would make green runs that took no backup: the UI
+    offers none and the API refuses them."""
+    for dag_id in ("pgops_full_backup", "pgops_wal_shipping", "pgops_restore_verification"):
+        allowed = {str(getattr(t, "value", t)) for t in dagbag.dags[dag_id].allowed_run_types or ()}
+        assert allowed, f"{dag_id} allows every run type"
+        assert "backfill" not in allowed and {"scheduled", "manual"} <= allowed, dag_id
+
+
+def test_target_time_param_is_a_date_time(dagbag):
+    """The trigger form checks target_time as a JSON-schema date-time before the run starts."""
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    params = dagbag.dags["pgops_restore_verification"].params
+    assert params.get_param("target_time").schema.get("format") == "date-time"
+    params.get_param("target_time").resolve("2026-11-25T03:00:00+00:00")
+    with pytest.raises(ParamValidationError):
+        params.get_param("target_time").resolve("yesterday at three")

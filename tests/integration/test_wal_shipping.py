@@ -254,7 +254,7 @@ def test_a_run_that_recreated_a_lost_slot_and_died_is_not_stuck(lossy_server, co
     ship_wal(config, repo)
     lose_wal(lossy_server)
     with monkeypatch.context() as m:
-        m.setattr(walship, "write_sentinel", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("worker died")))
+        m.setattr(walship, "record_sentinel", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("worker died")))
         with pytest.raises(RuntimeError, match="worker died"):
             ship_wal(config, repo, run_id="scheduled__1")
     (record,) = repo.list(BREAKS_DIR)

@@ -5,6 +5,11 @@
 -- step: isolation
 SET TRANSACTION ISOLATION LEVEL REPEATABLE READ
 
+-- step: count_timeout
+-- Each count below runs under this statement_timeout (milliseconds, as text), for the
+-- rest of this transaction only.
+SELECT pg_catalog.set_config('statement_timeout', %(ms)s, true)
+
 -- step: relations
 -- Every table, partitioned table, index and materialized view outside the system
 -- schemas: a restore must bring back exactly this list.
@@ -28,3 +33,8 @@ RETURNING written_at, pg_catalog.pg_current_xact_id()::text
 -- Keep a bounded history: rows older than the PITR and full-backup windows are useless.
 DELETE FROM pgops.backup_sentinel
 WHERE written_at < pg_catalog.clock_timestamp() - make_interval(days => %(keep_days)s)
+
+-- step: bare_commit
+-- When the sentinel row cannot be written: a transaction with an xid, so that its
+-- commit record still gives a time target a commit to stop at.
+SELECT pg_catalog.pg_current_xact_id()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import collections
 import json
 import logging
-import os
 import shutil
 import signal
 import struct
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING
 from pgops import __version__
 from pgops.backup import catalog, wal
 from pgops.backup.frames import FRAME_RAW_SIZE, FrameCompressor, enlarge_pipe, read_full
+from pgops.backup.server import ServerIdentity, hold_slot_name, hold_wal, server_identity, tool_env
 from pgops.backup.tarscan import TarScanner
 from pgops.config import PgopsConfig
 from pgops.connections import ConnectionInfo, get_connection
@@ -40,7 +40,6 @@ from pgops.errors import IntegrityError, TransientError, UnsafeOperation
 from pgops.postgres.cluster import find_bindir
 from pgops.postgres.tablespaces import basebackup_refusal, refuse_tablespaces
 from pgops.postgres.session import conninfo_string
-from pgops.postgres.sqlfiles import load as load_sql
 from pgops.repository.base import Repository
 
 if TYPE_CHECKING:
@@ -157,46 +156,40 @@ class _Stderr:
         return "\n".join(self.lines)
 
 
-def server_identity(conn) -> tuple[str, str, int, int, int]:
-    """(system identifier, major version, server_version_num, current timeline, WAL
-    segment size) of the server ``conn`` is on."""
-    sysid, version_num, timeline, segment_size = conn.execute(load_sql("backup/server_identity.sql")).fetchone()
-    return sysid, str(version_num // 10000), version_num, timeline, segment_size
-
-
-def prepare(config: PgopsConfig, repo: Repository, started: datetime) -> tuple[str, str, int, Path, Sentinel]:
-    """Checks and set-up before any work, in one session as the backup role: the server's
-    identity, the repository reachable and holding this system's backups, the matching
-    pg_basebackup, pgops' replication slot (created before the backup starts, so every
-    WAL segment from the backup's start on is kept for WAL shipping: the backup starts a
-    gap-free chain), no objects yet under this backup's id, and last the sentinel row
-    committed just before the backup starts (every restore of this backup must contain
-    it, see backup/sentinel.py). Returns (system identifier, major version,
-    server_version_num, bindir, sentinel)."""
-    from pgops.backup.sentinel import write_sentinel
+def prepare(config: PgopsConfig, repo: Repository, conn, backup_id: str
+            ) -> tuple[ServerIdentity, Path, tuple[Sentinel | None, str | None]]:
+    """Checks and set-up before any work, in the backup's one session (``conn``, as the
+    backup role): the server's identity, the repository reachable and holding this
+    system's backups, the matching pg_basebackup, pgops' replication slot (created before
+    the backup starts, so every WAL segment from the backup's start on is kept for WAL
+    shipping: the backup starts a gap-free chain), no objects yet under this backup's id,
+    the backup's own temporary slot holding its WAL (:func:`~pgops.backup.server.hold_wal`,
+    as long as ``conn`` is open), and last the sentinel row committed just before the
+    backup starts (every restore of this backup must contain it, see backup/sentinel.py;
+    when it cannot be written, the backup goes on and records why)."""
+    from pgops.backup.sentinel import record_sentinel
     from pgops.backup.walship import archive_started, ensure_slot, first_unshipped, newest_stored, record_chain_break
-    from pgops.postgres.session import connect
-
-    backup_id = new_backup_id(started)
 
     def record(reasons: list[str]) -> None:
         position = conn.execute("SELECT pg_catalog.pg_current_wal_lsn()::text").fetchone()[0]
-        record_chain_break(repo, reasons, job="full_backup", timeline=timeline, lsn=position,
+        record_chain_break(repo, reasons, job="full_backup", timeline=server.timeline, lsn=position,
                            acknowledged_by=backup_id,
-                           wal_missing_from=first_unshipped(newest_stored(repo, segment_size), None, segment_size))
+                           wal_missing_from=first_unshipped(newest_stored(repo, server.segment_size), None,
+                                                            server.segment_size))
         log.warning("full backup %s starts a new WAL chain: the WAL since the last shipped segment is lost; "
                     "point-in-time recovery has a gap until this backup completes", backup_id)
 
-    with connect(config.database.backup_conn_id, config.database, job="full_backup") as conn:
-        sysid, major, version_num, timeline, segment_size = server_identity(conn)
-        refuse_tablespaces(conn)  # pg_basebackup -D - cannot carry them: a ConfigError, never a retry
-        catalog.check_identity(repo, sysid, major)  # the repository is reachable and ours, before any work
-        bindir = find_bindir(int(major))
-        ensure_slot(conn, config.backup.slot_name, archive_started=lambda: archive_started(repo), record=record)
-        if repo.list(catalog.backup_prefix(backup_id)):
-            raise UnsafeOperation(f"backup {backup_id} already has objects in {repo.location}; refusing to overwrite")
-        sentinel = write_sentinel(conn, "full_backup", f"backup-{backup_id}", config.restore_verification.count_tables)
-    return sysid, major, version_num, bindir, sentinel
+    server = server_identity(conn)
+    refuse_tablespaces(conn)  # pg_basebackup -D - cannot carry them: a ConfigError, never a retry
+    catalog.check_identity(repo, server.system_identifier, server.major)  # reachable and ours, before any work
+    bindir = find_bindir(int(server.major))
+    ensure_slot(conn, config.backup.slot_name, archive_started=lambda: archive_started(repo), record=record)
+    if repo.list(catalog.backup_prefix(backup_id)):
+        raise UnsafeOperation(f"backup {backup_id} already has objects in {repo.location}; refusing to overwrite")
+    hold_wal(conn, hold_slot_name(config.backup.slot_name, backup_id))
+    sentinel = record_sentinel(conn, "full_backup", f"backup-{backup_id}", config.restore_verification.count_tables,
+                               count_timeout_ms=config.restore_verification.count_timeout_ms)
+    return server, bindir, sentinel
 
 
 def new_backup_id(now: datetime) -> str:
@@ -210,14 +203,27 @@ def run_full_backup(
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
 ) -> catalog.BackupRecord:
     """Take one full backup into ``repo``; returns its committed metadata."""
-    conn = get_connection(config.database.backup_conn_id)
+    from pgops.postgres.session import connect
+
     started = clock()
     backup_id = new_backup_id(started)
-    sysid, major, version_num, bindir, sentinel = prepare(config, repo, started)
+    # One session for the whole backup: it runs the checks, and its temporary slot keeps
+    # the backup's WAL on the server until the backup has it all.
+    with connect(config.database.backup_conn_id, config.database, job="full_backup") as session:
+        server, bindir, sentinel = prepare(config, repo, session, backup_id)
+        return _take_backup(config, repo, clock, started, backup_id, server, bindir, sentinel)
+
+
+def _take_backup(config: PgopsConfig, repo: Repository, clock: Callable[[], datetime], started: datetime,
+                 backup_id: str, server: ServerIdentity, bindir: Path,
+                 sentinel: tuple[Sentinel | None, str | None]) -> catalog.BackupRecord:
+    """Run pg_basebackup into ``repo`` and commit the backup (see :func:`run_full_backup`)."""
+    sysid, version_num = server.system_identifier, server.version_num
+    conn = get_connection(config.database.backup_conn_id)
     label = f"pgops {backup_id}"
     argv = basebackup_argv(bindir, conn, label=label, checkpoint=config.backup.checkpoint,
                            max_rate=config.backup.max_rate)
-    env = {**os.environ, "PGPASSWORD": conn.password or "", "PGCONNECT_TIMEOUT": str(config.database.connect_timeout_s)}
+    env = tool_env(conn, config)
     log.info("full backup %s of %s:%s starting (checkpoint=%s, zstd level %d on %d workers) into %s",
              backup_id, conn.host, conn.port, config.backup.checkpoint, config.backup.compression_level,
              config.backup.compression_workers, repo.location)
@@ -298,7 +304,8 @@ def run_full_backup(
         },
         encryption_key_id=getattr(repo, "key_id", None),
         pgops_version=__version__,
-        sentinel=sentinel.to_json(),
+        sentinel=sentinel[0].to_json() if sentinel[0] else None,
+        sentinel_error=sentinel[1],
     )
     repo.put_bytes(catalog.backup_key(backup_id, catalog.MARKER), record.to_json())  # the commit marker, last
     elapsed = time.monotonic() - t0

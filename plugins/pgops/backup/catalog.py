@@ -76,6 +76,8 @@ class BackupRecord(BaseModel):
     pgops_version: str
     #: the sentinel committed just before the backup started (backup/sentinel.py)
     sentinel: dict | None = None
+    #: why no sentinel could be written (the backup went on without it)
+    sentinel_error: str | None = None
 
     def to_json(self) -> bytes:
         return (json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n").encode()

@@ -36,6 +36,7 @@ class WalPoint:
     key: str = ""
     sentinel: str | None = None  # token of the sentinel row committed just after ``time``
     sentinel_facts: dict | None = field(default=None, compare=False)  # see backup/sentinel.py
+    sentinel_error: str | None = field(default=None, compare=False)  # why no sentinel was written
 
 
 def break_acknowledged(record: dict, complete_ids: set[str], newest: tuple[int, int, datetime] | None) -> bool:
@@ -102,7 +103,12 @@ def scan(repo: Repository) -> Inventory:
     for entry in inv.entries:
         if entry.problem:
             inv.problems.append(f"backup {entry.backup_id}: {entry.problem}")
-    objects: list[ObjectInfo] = repo.list(WAL_PREFIX)
+    # The shipping runs' records first, the WAL after: a run writes its record only once
+    # its segments are stored, so every record listed here describes WAL the second
+    # listing sees, even while WAL shipping runs beside this scan (records written
+    # meanwhile are left for the next scan).
+    points = repo.list(POINTS_DIR)
+    objects: list[ObjectInfo] = points + [o for o in repo.list(WAL_PREFIX) if not o.key.startswith(POINTS_DIR)]
     for obj in objects:
         if obj.key.startswith(PRUNED_DIR):
             try:
@@ -128,7 +134,7 @@ def scan(repo: Repository) -> Inventory:
                 data = json.loads(repo.get_bytes(obj.key))
                 inv.points.append(WalPoint(datetime.fromisoformat(data["time"]), wal.parse_lsn(data["lsn"]),
                                            int(data["timeline"]), obj.key, data.get("sentinel"),
-                                           data.get("sentinel_facts")))
+                                           data.get("sentinel_facts"), data.get("sentinel_error")))
             except (ValueError, KeyError, TypeError) as exc:
                 inv.problems.append(f"{obj.key} is unreadable: {exc}")
             continue

@@ -7,25 +7,27 @@ XCom and Asset events.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from pgops.backup import catalog
 from pgops.config import load_config
 from pgops.errors import UnsafeOperation
-from pgops.orchestration import is_stale_run
+from pgops.orchestration import check_params, is_stale_run, skip
 
 log = logging.getLogger(__name__)
 
 
 def _guard(context: dict[str, Any], max_lag: timedelta) -> str | None:
+    """Why this run must do nothing (a backfill, a stale run), or None. Refuses params
+    the DAG does not declare first: a typo must never run with the defaults."""
+    check_params(context)
     dag_run = context.get("dag_run")
     run_type = getattr(dag_run, "run_type", None)
-    reason = is_stale_run(str(run_type.value if hasattr(run_type, "value") else run_type) if run_type else None,
-                          context.get("data_interval_end"), datetime.now(timezone.utc), max_lag)
-    if reason:
-        log.warning("%s", reason)
-    return reason
+    return is_stale_run(str(run_type.value if hasattr(run_type, "value") else run_type) if run_type else None,
+                        context.get("data_interval_end"), datetime.now(timezone.utc), max_lag)
 
 
 def full_backup(context: dict[str, Any], asset: Any = None) -> dict[str, Any]:
@@ -38,10 +40,18 @@ def full_backup(context: dict[str, Any], asset: Any = None) -> dict[str, Any]:
     if not reason and (context.get("params") or {}).get("dry_run"):
         reason = "dry run: no backup is taken; prune logs what it would delete"
     if reason:
-        from airflow.sdk.exceptions import AirflowSkipException
-
-        raise AirflowSkipException(reason)
+        skip(reason)
     record = run_full_backup(config, open_repository(config.repository, config.encryption))
+    summary = backup_summary(config, record)
+    if asset is not None and "outlet_events" in context:
+        context["outlet_events"][asset].extra = summary
+    return summary
+
+
+def backup_summary(config, record) -> dict[str, Any]:
+    """What a full backup reports (XCom, Asset extra, log): its identity, sizes, WAL range,
+    and the sha256 of its metadata document and of every stored object, so that an
+    auditor can tie the run to the bytes in the repository."""
     summary = {
         "backup_id": record.id,
         "repository": config.repository.url,
@@ -54,9 +64,14 @@ def full_backup(context: dict[str, Any], asset: Any = None) -> dict[str, Any]:
         "start_wal_segment": record.start_wal_segment,
         "stop_wal_segment": record.stop_wal_segment,
         "stop_time": record.stop_time.isoformat(),
+        # backup.json exactly as written (before encryption, if the repository encrypts)
+        "metadata": {"key": catalog.backup_key(record.id, catalog.MARKER),
+                     "sha256": hashlib.sha256(record.to_json()).hexdigest()},
+        "objects": {role: {"key": obj.key, "size": obj.size, "sha256": obj.sha256}
+                    for role, obj in sorted(record.objects.items())},
     }
-    if asset is not None and "outlet_events" in context:
-        context["outlet_events"][asset].extra = summary
+    log.info("full backup %s: %s sha256 %s; %s", record.id, summary["metadata"]["key"], summary["metadata"]["sha256"],
+             "; ".join(f"{o['key']} sha256 {o['sha256']}" for o in summary["objects"].values()))
     return summary
 
 
@@ -65,10 +80,9 @@ def ship_wal(context: dict[str, Any]) -> dict[str, Any]:
     from pgops.repository import open_repository
 
     config = load_config()
-    if _guard(context, timedelta(hours=3)):
-        from airflow.sdk.exceptions import AirflowSkipException
-
-        raise AirflowSkipException("stale or backfill run: WAL is shipped by the current run")
+    reason = _guard(context, timedelta(hours=3))
+    if reason:
+        skip(f"{reason}; WAL is shipped by the current run")
     return run(config, open_repository(config.repository, config.encryption), run_id=context.get("run_id")).to_json()
 
 
@@ -77,9 +91,7 @@ def announce_chain_break(result: dict[str, Any]) -> list[str]:
     when this run found a new chain break; otherwise skip. Breaks recorded by earlier
     runs already asked for their backup: asking again would queue one more each hour."""
     if not result.get("new_chain_breaks"):
-        from airflow.sdk.exceptions import AirflowSkipException
-
-        raise AirflowSkipException("no new WAL chain break")
+        skip("no new WAL chain break: no full backup is asked for")
     for problem in result["new_chain_breaks"]:
         log.error("new WAL chain break: %s", problem)
     return result["new_chain_breaks"]
@@ -90,9 +102,7 @@ def fail_on_chain_break(result: dict[str, Any]) -> None:
     when the chain is intact."""
     problems = (result or {}).get("chain_breaks") or []
     if not problems:
-        from airflow.sdk.exceptions import AirflowSkipException
-
-        raise AirflowSkipException("WAL chain intact")
+        skip("WAL chain intact")
     raise UnsafeOperation(
         "the WAL chain is broken, point-in-time recovery has a gap until the next full backup "
         "(one was requested):\n  " + "\n  ".join(problems))
@@ -121,9 +131,7 @@ def prune(context: dict[str, Any]) -> dict[str, Any]:
     config = load_config()
     reason = _guard(context, timedelta(days=1))
     if reason:
-        from airflow.sdk.exceptions import AirflowSkipException
-
-        raise AirflowSkipException(reason)
+        skip(reason)
     now = run_time(context)
     dry_run = bool((context.get("params") or {}).get("dry_run", False))
     plan = run(open_repository(config.repository, config.encryption), policy_from_config(config), now, dry_run=dry_run)
@@ -139,13 +147,15 @@ def verify(context: dict[str, Any]) -> dict[str, Any]:
     from pgops.repository import open_repository
 
     config = load_config()
-    if _guard(context, timedelta(days=1)):
-        from airflow.sdk.exceptions import AirflowSkipException
-
-        raise AirflowSkipException("stale or backfill run: the current run verifies")
+    reason = _guard(context, timedelta(days=1))
+    if reason:
+        skip(f"{reason}; the current run verifies")
     report = run(open_repository(config.repository, config.encryption), sample=config.backup.verify_sample)
     if report.problems:
         raise IntegrityError(f"{len(report.problems)} problem(s) in the repository:\n  " + "\n  ".join(report.problems))
+    for item in report.checked:
+        log.info("verify: re-read %s: sha256 %s matches", item["key"], item["sha256"])
     log.info("verify: %d backup object(s) and %d WAL file(s) re-read, continuity checked: no problems",
              report.checked_objects, report.checked_segments)
-    return {"problems": 0, "checked_objects": report.checked_objects, "checked_segments": report.checked_segments}
+    return {"problems": 0, "checked_objects": report.checked_objects, "checked_segments": report.checked_segments,
+            "checked": report.checked}

@@ -27,7 +27,7 @@ import hashlib
 import json
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pgops.backup import wal
 from pgops.backup.frames import FrameIndex
@@ -44,6 +44,8 @@ class VerifyReport:
     problems: list[str]
     checked_objects: int
     checked_segments: int
+    #: every object re-read and checked, with the sha256 it matched (for the audit trail)
+    checked: list[dict] = field(default_factory=list)
 
 
 def _wal_sha(repo: Repository, key: str) -> str:
@@ -88,6 +90,7 @@ def verify(repo: Repository, *, full: bool = False, sample: int = 0, seed: int |
     problems = list(inv.problems)
     rng = random.Random(seed)
     checked_objects = checked_segments = 0
+    checked: list[dict] = []
     listed = {o.key: o.size for o in repo.list("backups/")}
 
     data_objects: list[tuple[str, str, int]] = []
@@ -121,6 +124,7 @@ def verify(repo: Repository, *, full: bool = False, sample: int = 0, seed: int |
             problems.append(f"backup {backup_id}: {key} vanished while verifying")
             continue
         checked_objects += 1
+        checked.append({"key": key, "sha256": actual, "ok": actual == sha_of[key]})
         if actual != sha_of[key]:
             problems.append(f"backup {backup_id}: {key} is corrupt: sha256 {actual}, expected {sha_of[key]}")
 
@@ -138,13 +142,14 @@ def verify(repo: Repository, *, full: bool = False, sample: int = 0, seed: int |
             problems.append(f"WAL {name}: {key} cannot be decompressed: {exc}")
             continue
         checked_segments += 1
+        checked.append({"key": key, "sha256": actual, "ok": actual == digest})
         if actual != digest:
             problems.append(f"WAL {name}: {key} is corrupt: sha256 {actual}, expected {digest}")
 
     problems += continuity_problems(inv)
     for problem in problems:
         log.error("verify: %s", problem)
-    return VerifyReport(problems, checked_objects, checked_segments)
+    return VerifyReport(problems, checked_objects, checked_segments, checked)
 
 
 def continuity_problems(inv: Inventory) -> list[str]:

@@ -7,7 +7,8 @@ Each run:
 2. checks the slot (``backup.slot_name``): missing, or invalidated (``wal_status =
    lost``, WAL it needed was removed), means a gap: the slot is (re)created and the run
    reports a chain break, so a full backup starts a new chain;
-3. ``pg_switch_wal()`` when WAL was written since the last switch, then
+3. writes the sentinel (backup/sentinel.py), so WAL was always written since the last
+   switch, then ``pg_switch_wal()`` and
    ``pg_receivewal --slot … --endpos=<end of that segment> --no-loop`` into the spool;
 4. ships every complete segment (never a ``.partial``) and timeline history file:
    compress, checksum, upload, confirm, then remove it from the spool.
@@ -34,7 +35,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import secrets
 import subprocess
 from collections.abc import Callable
@@ -42,9 +42,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import psycopg
+
 from pgops.backup import catalog, wal
 from pgops.backup.compress import Encoder, frame_encoder
-from pgops.backup.sentinel import write_sentinel
+from pgops.backup.sentinel import record_sentinel
+from pgops.backup.server import server_identity, tool_env
 from pgops.backup.walnames import BREAKS_DIR, POINTS_DIR, WAL_PREFIX, wal_dir, wal_key
 from pgops.config import PgopsConfig
 from pgops.connections import get_connection
@@ -114,6 +117,8 @@ class ShipResult:
     chain_breaks: list[str] = field(default_factory=list)
     new_chain_breaks: list[str] = field(default_factory=list)  # found by this run (a full backup is asked for)
     sentinel: str | None = None
+    sentinel_error: str | None = None  # the sentinel could not be written (WAL shipped all the same)
+    sentinel_count_errors: dict[str, str] = field(default_factory=dict)  # counts that could not be taken
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -137,6 +142,15 @@ def ensure_slot(conn, slot: str, result: ShipResult | None = None, *,
     go to ``result.chain_breaks``, and to ``record`` before the slot is dropped or
     created, so that a failure after this point cannot lose them.
     """
+    # WAL shipping and full backups run side by side and both repair the slot: the
+    # advisory lock makes one of them do it while the other waits, then finds it healthy.
+    with conn.transaction():
+        conn.execute(load_sql("backup/lock_slot.sql"), {"slot": slot})
+        return _ensure_slot_locked(conn, slot, result, archive_started=archive_started, record=record)
+
+
+def _ensure_slot_locked(conn, slot: str, result: ShipResult | None, *, archive_started: bool | Callable[[], bool],
+                        record: Callable[[list[str]], object] | None) -> SlotState:
     breaks: list[str] = []
     state = _slot_state(conn, slot)
     lost = state.exists and state.wal_status == "lost"
@@ -153,9 +167,13 @@ def ensure_slot(conn, slot: str, result: ShipResult | None = None, *,
                 "by this slot; a new full backup starts a new chain")
         if breaks and record is not None:
             record(breaks)
-        if lost:
-            conn.execute("SELECT pg_catalog.pg_drop_replication_slot(%s)", [slot])
-        conn.execute("SELECT pg_catalog.pg_create_physical_replication_slot(%s, true)", [slot])
+        try:
+            if lost:
+                conn.execute("SELECT pg_catalog.pg_drop_replication_slot(%s)", [slot])
+            conn.execute("SELECT pg_catalog.pg_create_physical_replication_slot(%s, true)", [slot])
+        except psycopg.errors.ObjectInUse as exc:
+            raise TransientError(f"replication slot {slot!r} is in use ({exc.diag.message_primary}): "
+                                 "pg_receivewal of another WAL run still holds it; retry") from exc
         if not breaks:
             log.info("created replication slot %s: the WAL archive starts here", slot)
         state = _slot_state(conn, slot)
@@ -354,8 +372,8 @@ def ship_wal(config: PgopsConfig, repo: Repository, *, timeout_s: int = 1800, ru
     conn_info = get_connection(config.database.backup_conn_id)
 
     with connect(config.database.backup_conn_id, config.database, job="wal_shipping") as conn:
-        sysid, version_num, timeline, seg_size = conn.execute(load_sql("backup/server_identity.sql")).fetchone()
-        catalog.check_identity(repo, sysid, str(version_num // 10000))
+        sysid, major, version_num, timeline, seg_size = server_identity(conn)
+        catalog.check_identity(repo, sysid, major)
         result.timeline = timeline
         newest = newest_stored(repo, seg_size)
         known = set(newest)
@@ -395,17 +413,19 @@ def ship_wal(config: PgopsConfig, repo: Repository, *, timeout_s: int = 1800, ru
             result.chain_breaks.append(message)
             if run_id is not None and old.get("run_id") == run_id:
                 result.new_chain_breaks.append(message)  # this run's earlier attempt found it: announce again
-        # pg_switch_wal() itself does nothing when no WAL was written since the last
-        # switch: it then returns the current segment boundary.
         # The time is read before the switch: every commit before it has its record
         # before the switch position, so the shipping point never overstates coverage.
         switch_time = conn.execute("SELECT pg_catalog.clock_timestamp()").fetchone()[0]
         # The sentinel commits after switch_time and before the switch: recovery to
         # switch_time always finds a commit to stop at (see backup/sentinel.py).
-        sentinel = write_sentinel(
+        # A sentinel or count that fails is recorded and warned about: WAL still ships.
+        sentinel, sentinel_error = record_sentinel(
             conn, "wal_switch", f"wal-{switch_time.astimezone(timezone.utc):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(4)}",
-            config.restore_verification.count_tables)
-        result.sentinel = sentinel.token
+            config.restore_verification.count_tables, count_timeout_ms=config.restore_verification.count_timeout_ms)
+        result.sentinel = sentinel.token if sentinel else None
+        result.sentinel_error = sentinel_error
+        if sentinel is not None:
+            result.sentinel_count_errors = dict(sentinel.count_errors)
         switch_lsn = wal.parse_lsn(conn.execute("SELECT pg_catalog.pg_switch_wal()::text").fetchone()[0])
         result.switched = switch_lsn % seg_size != 0
         endpos = -(-switch_lsn // seg_size) * seg_size  # the end of the switched segment
@@ -448,11 +468,10 @@ def ship_wal(config: PgopsConfig, repo: Repository, *, timeout_s: int = 1800, ru
     # after the newest complete segment in the spool, which the server may have removed
     # by now if the slot was recreated meanwhile.
     ship_spool()
-    bindir = find_bindir(version_num // 10000)
+    bindir = find_bindir(int(major))
     if endpos > received_to:
         argv = receivewal_argv(bindir, conninfo_string(conn_info, "pgops:wal_shipping"), spool, slot, endpos)
-        env = {**os.environ, "PGPASSWORD": conn_info.password or "",
-               "PGCONNECT_TIMEOUT": str(config.database.connect_timeout_s)}
+        env = tool_env(conn_info, config)
         log.info("receiving WAL up to %s into %s", result.end_lsn, spool)
         try:
             proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout_s,
@@ -474,7 +493,7 @@ def ship_wal(config: PgopsConfig, repo: Repository, *, timeout_s: int = 1800, ru
     result.slot_retained_bytes = state.retained_bytes
     point = {"time": switch_time.astimezone(timezone.utc).isoformat(), "lsn": result.end_lsn,
              "timeline": timeline, "shipped": result.shipped, "sentinel": result.sentinel,
-             "sentinel_facts": sentinel.to_json()}
+             "sentinel_facts": sentinel.to_json() if sentinel else None, "sentinel_error": sentinel_error}
     repo.put_bytes(f"{POINTS_DIR}{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{endpos:016X}.json",
                    json.dumps(point).encode())
     log.info("WAL shipping: %d shipped, %d already stored, up to %s on timeline %d; slot %s retains %s bytes",

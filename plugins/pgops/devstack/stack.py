@@ -10,7 +10,10 @@ stopped. It brings up, in order:
 3. a local backup repository (``var/repository``);
 4. Airflow standalone (``var/airflow``, SQLite) with the project's DAGs, unpaused,
    its connections passed as ``AIRFLOW_CONN_*`` variables from ``var/secrets/pgops.env``;
-5. the main job (a full backup, then a WAL shipping run), and its result.
+5. the main job (a full backup, then a WAL shipping run, then a restore drill of what
+   they stored), and its result: the drill's verdict, RTO and RPO. The restore
+   verification DAG stays paused until a complete backup exists, so a fresh stack never
+   shows a drill that failed for want of a backup.
 
 Every part that fails to start is named with the log to read. ``down`` stops what
 ``up`` started, by process id.
@@ -40,8 +43,10 @@ from pgops.postgres.cluster import FIXIA_HBA_LINES, FIXIA_SERVER_SETTINGS, Local
 log = logging.getLogger("pgops.devstack")
 
 DBNAME = "fixia"
-# The main job: a full backup, then one WAL shipping run, into the local repository.
+# The main job: a full backup, then one WAL shipping run, into the local repository,
+# then a restore drill of them.
 MAIN_DAGS = ("pgops_full_backup", "pgops_wal_shipping")
+DRILL_DAG = "pgops_restore_verification"
 ROLE_CONNECTIONS = {
     "pgops_backup": "pgops_backup",
     "pgops_monitor": "pgops_monitor",
@@ -119,7 +124,9 @@ class Stack:
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.root / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(self.root / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            # Paused at creation: up() unpauses each DAG once it can run (the restore drill
+            # only once a backup exists), so a fresh stack shows no run that failed for want of one.
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
             "AIRFLOW__API__PORT": str(self.airflow_port),
             "PGOPS_HOME": str(self.root),
@@ -210,12 +217,13 @@ class Stack:
                 )
             self.airflow_pidfile.write_text(str(proc.pid))
         self._wait_airflow_healthy()
-        from pgops.orchestration import BACKUP_POOL
+        from pgops.orchestration import BACKUP_POOL, WAL_POOL
 
-        pool = self._airflow("pools", "set", BACKUP_POOL, "1",
-                             "pgops: one at a time among WAL shipping, full backups and pruning")
-        if pool.returncode != 0:
-            raise StackError(f"cannot create the Airflow pool {BACKUP_POOL}: {pool.stderr.strip()[-500:]}")
+        for name, what in ((BACKUP_POOL, "pgops: one at a time among full backups, pruning and verification"),
+                           (WAL_POOL, "pgops: WAL shipping, beside full backups")):
+            pool = self._airflow("pools", "set", name, "1", what)
+            if pool.returncode != 0:
+                raise StackError(f"cannot create the Airflow pool {name}: {pool.stderr.strip()[-500:]}")
         self._wait_dags_listed()
 
     def _wait_airflow_healthy(self, timeout: float = 240) -> None:
@@ -245,9 +253,13 @@ class Stack:
             if listed is not None:
                 ids = sorted(d["dag_id"] for d in listed)
                 if all(dag_id in ids for dag_id in expected):
-                    for dag_id in expected:
+                    # The restore drill stays paused until there is a backup to drill.
+                    unpaused = [d for d in expected if d != DRILL_DAG or self.has_backup()]
+                    for dag_id in unpaused:
                         self._airflow("dags", "unpause", dag_id)
-                    self._step(f"DAGs listed and unpaused: {', '.join(expected)}")
+                    paused = sorted(set(expected) - set(unpaused))
+                    self._step(f"DAGs listed and unpaused: {', '.join(unpaused)}"
+                               + (f"; paused until a backup exists: {', '.join(paused)}" if paused else ""))
                     return expected
             time.sleep(3)
         raise StackError(f"DAGs {expected} not listed after {timeout:.0f}s\n  log: {self.airflow_log}")
@@ -275,6 +287,30 @@ class Stack:
         self._step(f"main job {dag_id}: {state} (task logs: {task_logs})")
         return state
 
+    def has_backup(self) -> bool:
+        """Whether the local repository holds a complete full backup."""
+        from pgops.backup import catalog
+
+        backups = self.repository / catalog.BACKUPS
+        return backups.is_dir() and any(backups.glob(f"*/{catalog.MARKER}"))
+
+    def print_drill(self) -> None:
+        """The newest restore drill's verdict, RTO and RPO, from its evidence."""
+        found = sorted(self.repository.glob("backups/*/verification/*.json"), key=lambda p: p.name)
+        if not found:
+            self._step("restore drill: no evidence was stored")
+            return
+        evidence = json.loads(found[-1].read_text())
+        rpo = evidence.get("rpo") or {}
+        failed = [c["name"] for c in evidence.get("checks", []) if c.get("verdict") == "failed"]
+        self._step(
+            f"restore drill of backup {evidence.get('backup_id')}: {str(evidence.get('verdict')).upper()}; "
+            f"RTO {evidence.get('rto_s')} s; RPO {rpo.get('achieved_rpo_s')} s (last replayed commit "
+            f"{rpo.get('last_replayed_commit')}, promised until {rpo.get('promised_until')})"
+            + (f"; failed checks: {', '.join(failed)}" if failed else "")
+            + (f"; error: {evidence['error']}" if evidence.get("error") else "")
+            + f"\n  evidence: {found[-1].with_suffix('.md')}")
+
     # -- commands ----------------------------------------------------------------
 
     def up(self, scale: int = 1, run_main: bool = True) -> None:
@@ -286,6 +322,11 @@ class Stack:
         if run_main:
             for dag_id in MAIN_DAGS:
                 self.run_main_job(dag_id)
+            self._airflow("dags", "unpause", DRILL_DAG)  # a backup exists now
+            try:
+                self.run_main_job(DRILL_DAG)
+            finally:
+                self.print_drill()
         password_file = self.airflow_home / "simple_auth_manager_passwords.json.generated"
         self._step("ready")
         print(

@@ -8,6 +8,7 @@ from typing import Any
 
 from pgops.config import load_config
 from pgops.errors import ConfigError
+from pgops.orchestration import check_params, skip
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +39,10 @@ def verify_restore(context: dict[str, Any], asset: Any = None) -> dict[str, Any]
     from pgops.restore.verification import verify_restore as run
 
     config = load_config()
+    reason = _guard(context, timedelta(days=2))  # refuses unknown params first
     request = request_from_params(context.get("params") or {})
-    if _guard(context, timedelta(days=2)):
-        from airflow.sdk.exceptions import AirflowSkipException
-
-        raise AirflowSkipException("stale or backfill run: a restore test is about the backups that exist now")
+    if reason:
+        skip(f"{reason}; a restore test is about the backups that exist now")
     evidence = run(config, open_repository(config.repository, config.encryption), request,
                    now=datetime.now(timezone.utc))
     summary = evidence.summary()
@@ -59,7 +59,7 @@ def prepare_scratch(context: dict[str, Any]) -> dict[str, Any]:
     from pgops.restore.verification import clean_scratch
 
     config = load_config()
-    request_from_params(context.get("params") or {})  # bad params fail here, before anything else
+    request_from_params(check_params(context))  # bad or unknown params fail here, before anything else
     root = config.resolve_path(config.restore_verification.scratch_dir)
     for path in clean_scratch(root):
         log.warning("removed a leftover scratch server: %s", path)

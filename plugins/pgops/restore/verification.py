@@ -32,14 +32,14 @@ import shutil
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from pgops.backup import catalog, wal
-from pgops.backup.inventory import Inventory, scan, summarize
+from pgops.backup.inventory import Inventory, scan, wal_reach
 from pgops.backup.sentinel import Sentinel, snapshot_facts
 from pgops.config import PgopsConfig
-from pgops.errors import IntegrityError, PgopsError
+from pgops.errors import IntegrityError, PgopsError, TransientError
 from pgops.postgres.cluster import SERVER_USER, as_server_user, chown_to_server_user, find_bindir, free_port
 from pgops.postgres.session import connect_params
 from pgops.postgres.sqlfiles import steps
@@ -48,15 +48,20 @@ from pgops.restore.plan import RestorePlan, RestoreRequest
 
 log = logging.getLogger(__name__)
 
-EVIDENCE_FORMAT = 1
+#: 2: check verdicts are passed / failed / not_applicable, each check says whether it is core
+EVIDENCE_FORMAT = 2
+PASSED, FAILED, NOT_APPLICABLE = "passed", "failed", "not_applicable"
+#: A green verdict needs every one of these passed; none of them is ever "not applicable".
+CORE_CHECKS = ("recovery_target", "pg_amcheck", "sentinel", "relations")
 
 
 @dataclass
 class Check:
     name: str
-    verdict: str  # pass | fail | skipped
+    verdict: str  # passed | failed | not_applicable (with the reason in detail)
     detail: str
     seconds: float = 0.0
+    core: bool = False
 
 
 @dataclass
@@ -64,10 +69,11 @@ class Evidence:
     format: int
     started_at: str
     request: str
-    verdict: str = "fail"
+    verdict: str = FAILED
     backup_id: str | None = None
     plan: str | None = None
     recovery_settings: dict[str, str] = field(default_factory=dict)
+    expected_sentinel: str | None = None
     timings_s: dict[str, float] = field(default_factory=dict)
     rto_s: float | None = None
     rpo: dict[str, object] = field(default_factory=dict)
@@ -83,7 +89,7 @@ class Evidence:
     def summary(self) -> dict:
         """The short form for the Asset event and the log."""
         return {"verdict": self.verdict, "backup_id": self.backup_id, "rto_s": self.rto_s, "rpo": self.rpo,
-                "failed_checks": [c.name for c in self.checks if c.verdict == "fail"], "evidence": self.stored_at,
+                "failed_checks": [c.name for c in self.checks if c.verdict == FAILED], "evidence": self.stored_at,
                 "error": self.error}
 
     def report(self) -> str:
@@ -94,69 +100,179 @@ class Evidence:
                  f"- sizes: {json.dumps(self.sizes)}"]
         if self.error:
             lines.append(f"- error: {self.error}")
-        lines += ["", "| check | verdict | seconds | detail |", "|---|---|---|---|"]
-        lines += [f"| {c.name} | {c.verdict} | {c.seconds:.2f} | {c.detail.replace('|', '/')} |" for c in self.checks]
+        lines += ["", "| check | core | verdict | seconds | detail |", "|---|---|---|---|---|"]
+        lines += [f"| {c.name} | {'yes' if c.core else 'no'} | {c.verdict} | {c.seconds:.2f} | "
+                  f"{c.detail.replace('|', '/')} |" for c in self.checks]
         return "\n".join(lines) + "\n"
 
 
 # -- pure: what the restored data must contain ---------------------------------------------
-def expected_sentinel(inv: Inventory, plan: RestorePlan) -> tuple[Sentinel | None, bool]:
-    """The newest sentinel the restore must contain, and whether the restored state is
-    exactly the one recorded with it (so counts and relations can be compared)."""
+@dataclass(frozen=True)
+class Expected:
+    """The newest sentinel a restore must contain; whether the restored state is exactly
+    the one recorded with it (so row counts can be compared); and, when there is none,
+    why (the sentinel check then fails, saying so)."""
+
+    sentinel: Sentinel | None
+    exact: bool = False
+    missing_because: str | None = None
+
+
+def expected_sentinel(inv: Inventory, plan: RestorePlan) -> Expected:
+    """What the restore of ``plan`` must contain (pure, over the catalog).
+
+    * ``latest``: the sentinel of the newest shipping run the backup's WAL reaches, whose
+      state the restore is (exact); with no WAL shipped after the backup yet (a drill
+      of the backup alone), the backup's own sentinel;
+    * ``time`` / ``lsn``: the newest sentinel committed before the target: a shipping
+      run's, else the backup's own, which every restore of it contains;
+    * ``immediate``: the backup's own sentinel.
+    """
     rec = plan.record
-    view = {b["id"]: b for b in summarize(inv)["backups"]}
-    item = view.get(rec.id, {})
-    until = item.get("wal_shipped_until_segment")
-    wal_end = wal.parse_segment(until, inv.segment_size).end_lsn if until else wal.parse_lsn(rec.stop_lsn)
-    candidates = []
-    for point in inv.points:
-        if not point.sentinel_facts or point.timeline != rec.timeline or point.lsn > wal_end:
-            continue
-        candidates.append((point, Sentinel.from_json(point.sentinel_facts)))
+    own = Sentinel.from_json(rec.sentinel) if rec.sentinel else None
+    own_missing = rec.sentinel_error or "the backup recorded no sentinel"
+    _, wal_end = wal_reach(rec, inv.segments(), inv.segment_size)
+    points = [p for p in inv.points if p.timeline == rec.timeline and p.lsn <= wal_end and p.time > rec.stop_time]
     if plan.kind == "latest":
-        token = item.get("recoverable_until_sentinel")
-        found = [s for _, s in candidates if s.token == token]
-        return (found[0], True) if found else (None, False)
+        if not points:
+            return Expected(own, False, None if own else own_missing)
+        newest = max(points, key=lambda p: (p.lsn, p.time))
+        if not newest.sentinel_facts:
+            return Expected(None, False, newest.sentinel_error or f"the shipping run {newest.key} recorded no sentinel")
+        return Expected(Sentinel.from_json(newest.sentinel_facts), True)
+    if plan.kind == "immediate":
+        return Expected(own, False, None if own else own_missing)
     if plan.kind == "time":
-        limit = datetime.fromisoformat(plan.recovery_settings["recovery_target_time"])
-    elif plan.kind == "immediate":
-        limit = rec.start_time
+        # A sentinel commits just after its written_at: one written in the last second
+        # before the target may commit after it, so it is not required.
+        limit = datetime.fromisoformat(plan.recovery_settings["recovery_target_time"]) - timedelta(seconds=1)
+        before = [p for p in points if p.sentinel_facts and Sentinel.from_json(p.sentinel_facts).written_at < limit]
+    elif plan.kind == "lsn":
+        limit_lsn = wal.parse_lsn(plan.recovery_settings["recovery_target_lsn"])
+        before = [p for p in points if p.lsn <= limit_lsn]
     else:
-        return None, False
-    before = [s for _, s in candidates if s.written_at < limit]
-    if rec.sentinel:  # committed before this backup started: always in a restore of it
-        before.append(Sentinel.from_json(rec.sentinel))
-    return (max(before, key=lambda s: s.written_at), False) if before else (None, False)
+        return Expected(None, False, f"no sentinel is known for a {plan.kind} target")
+    written = [p for p in before if p.sentinel_facts]
+    if written:
+        newest = max(written, key=lambda p: (p.lsn, p.time))
+        return Expected(Sentinel.from_json(newest.sentinel_facts), False)
+    return Expected(own, False, None if own else own_missing)
 
 
 # -- the run ---------------------------------------------------------------------------------
 def _timed(checks: list[Check], name: str, fn) -> Check:
+    """Run one check and record its verdict. A check that raises has failed (it could not
+    run, which is never a pass), and a core check is never "not applicable": one that
+    could not be applied has failed, with the reason."""
     t0 = time.monotonic()
     try:
         verdict, detail = fn()
     except PgopsError as exc:
-        verdict, detail = "fail", f"{type(exc).__name__}: {exc}"
+        verdict, detail = FAILED, f"{type(exc).__name__}: {exc}"
     except Exception as exc:  # a check that cannot run is a failed check, never a pass
-        verdict, detail = "fail", f"could not run: {type(exc).__name__}: {exc}"
-    check = Check(name, verdict, detail, round(time.monotonic() - t0, 3))
+        verdict, detail = FAILED, f"could not run: {type(exc).__name__}: {exc}"
+    core = name in CORE_CHECKS
+    if verdict not in (PASSED, FAILED, NOT_APPLICABLE):
+        verdict, detail = FAILED, f"unknown verdict {verdict!r}: {detail}"
+    if core and verdict == NOT_APPLICABLE:
+        verdict, detail = FAILED, f"a core check could not be applied: {detail}"
+    check = Check(name, verdict, detail, round(time.monotonic() - t0, 3), core)
     checks.append(check)
-    log.info("check %s: %s (%s) in %.1fs", name, verdict.upper(), detail, check.seconds)
+    log.info("check %s%s: %s (%s) in %.1fs", name, " (core)" if core else "", verdict.upper(), detail,
+             check.seconds)
     return check
 
 
-def clean_scratch(scratch_root: Path) -> list[str]:
-    """Stop and remove every scratch server under ``scratch_root`` (leftovers of a killed run)."""
-    removed = []
+def verdict_of(checks: list[Check], error: str | None) -> str:
+    """Passed only when nothing went wrong, every core check ran and passed, and no
+    other check failed (a not-applicable one, with its reason, is no failure)."""
+    by_name = {c.name: c for c in checks}
+    core_passed = all(name in by_name and by_name[name].verdict == PASSED for name in CORE_CHECKS)
+    return PASSED if error is None and core_passed and all(c.verdict != FAILED for c in checks) else FAILED
+
+
+def scratch_postmasters(scratch_root: Path) -> dict[int, Path]:
+    """Postmasters running a data directory under ``scratch_root`` (pid → data directory),
+    found in /proc: also those whose files are already gone (a clean-up that was killed
+    half-way), which no pid file names any more."""
+    roots = {str(scratch_root), str(scratch_root.resolve())}
+    found: dict[int, Path] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        args = [a.decode("utf-8", "replace") for a in argv if a]
+        if not args or Path(args[0]).name not in ("postgres", "postmaster") or "-D" not in args[:-1]:
+            continue
+        datadir = args[args.index("-D") + 1]
+        if any(datadir == root or datadir.startswith(root + "/") for root in roots):
+            found[int(proc.name)] = Path(datadir)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return Path(f"/proc/{pid}").exists() and "zombie" not in _proc_state(pid)
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:", 1)[1].split("\n", 1)[0].lower()
+    except (OSError, IndexError):
+        return ""
+
+
+def clean_scratch(scratch_root: Path, *, wait_s: float = 30.0) -> list[str]:
+    """Stop and remove every scratch server under ``scratch_root`` (leftovers of a killed
+    run). Every postmaster running there is stopped, by ``pg_ctl stop -m immediate``,
+    else by SIGKILL (its children exit with it), also one whose directory is gone; a
+    server that will not stop is a :class:`TransientError`, and its files stay (a copy of
+    production data is never left running unaccounted for)."""
+    import signal
+
+    removed: list[str] = []
     if not scratch_root.exists():
         return removed
     bindir = find_bindir()
-    for run_dir in sorted(p for p in scratch_root.iterdir() if p.is_dir() and p.name.startswith("verify-")):
+    run_dirs = sorted(p for p in scratch_root.iterdir() if p.is_dir() and p.name.startswith("verify-"))
+    for run_dir in run_dirs:
         datadir = run_dir / "data"
         if (datadir / "postmaster.pid").exists():
             subprocess.run(as_server_user([str(bindir / "pg_ctl"), "stop", "-D", str(datadir), "-m", "immediate",
                                            "-w", "-t", "60"]), capture_output=True, check=False)
-        shutil.rmtree(run_dir, ignore_errors=True)
+    running = scratch_postmasters(scratch_root)
+    for pid, datadir in running.items():
+        log.warning("scratch server %s (pid %d) still runs: killing it", datadir, pid)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + wait_s
+    while any(_alive(pid) for pid in running) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    still = {pid: d for pid, d in running.items() if _alive(pid)}
+    if still:
+        raise TransientError("scratch server(s) would not stop: " + ", ".join(
+            f"pid {pid} on {d}" for pid, d in still.items()) + "; their files are kept")
+    for run_dir in run_dirs:
+        try:
+            shutil.rmtree(run_dir)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise TransientError(f"cannot remove the scratch directory {run_dir}: {exc}") from exc
         removed.append(str(run_dir))
+    for pid, datadir in running.items():
+        if not any(str(datadir).startswith(str(d.resolve())) for d in run_dirs):
+            removed.append(f"{datadir} (pid {pid}, its files were already gone)")
     return removed
 
 
@@ -205,14 +321,14 @@ def verify_restore(config: PgopsConfig, repo: Repository, request: RestoreReques
         clean_scratch(scratch_root)
         evidence.timings_s["teardown"] = round(time.monotonic() - t_down, 3)
     evidence.rto_s = round(t_down - t0, 3)
-    evidence.verdict = "pass" if evidence.error is None and evidence.checks and all(
-        c.verdict != "fail" for c in evidence.checks) else "fail"
+    evidence.verdict = verdict_of(evidence.checks, evidence.error)
     evidence.finished_at = datetime.now(timezone.utc).isoformat()
     if evidence.backup_id:
         store_evidence(repo, evidence, stamp)
     log.info("restore verification %s:\n%s", evidence.verdict.upper(), evidence.report())
-    if evidence.verdict != "pass":
-        failed = [c.name for c in evidence.checks if c.verdict == "fail"]
+    if evidence.verdict != PASSED:
+        failed = [c.name for c in evidence.checks if c.verdict == FAILED]
+        failed += [f"{name} (did not run)" for name in CORE_CHECKS if name not in {c.name for c in evidence.checks}]
         raise IntegrityError(f"restore verification failed: {evidence.error or 'checks failed: ' + ', '.join(failed)}"
                              f" (evidence: {', '.join(evidence.stored_at) or 'not stored: no backup was chosen'})")
     return evidence
@@ -234,9 +350,12 @@ def _sentinel_database(config: PgopsConfig) -> str:
 
 def run_checks(config: PgopsConfig, inv: Inventory, plan: RestorePlan, recovery: dict[str, str], socket_dir: Path,
                port: int, evidence: Evidence) -> list[Check]:
+    """Every check of the restored server, in order; core checks first. See
+    :data:`CORE_CHECKS` and :func:`verdict_of` for what makes the verdict."""
     sql = dict(steps("restore/checks.sql"))
     checks: list[Check] = []
     params = {"host": str(socket_dir), "port": port, "user": SERVER_USER}
+    rec = plan.record
 
     def recovery_target():
         with connect_params({**params, "dbname": "postgres"}, application_name="pgops:restore_test",
@@ -248,79 +367,102 @@ def run_checks(config: PgopsConfig, inv: Inventory, plan: RestorePlan, recovery:
         if last_commit is not None:
             evidence.rpo["achieved_rpo_s"] = round(max((plan.expected_until - last_commit).total_seconds(), 0), 3)
         if in_recovery:
-            return "fail", "the server is still in recovery"
+            return FAILED, "the server is still in recovery"
+        replayed = wal.parse_lsn(lsn)
+        if replayed < wal.parse_lsn(rec.stop_lsn):
+            return FAILED, f"replayed to {lsn}, short of the backup's own consistent point {rec.stop_lsn}"
         if plan.kind == "time":
             target = datetime.fromisoformat(plan.recovery_settings["recovery_target_time"])
             if last_commit is None or last_commit > target:
-                return "fail", f"last replayed commit {last_commit} is not at or before the target {target}"
-            return "pass", f"stopped {recovery.get('stopped_at', '?')}; last commit {last_commit}, target {target}"
-        if plan.kind == "lsn" and wal.parse_lsn(lsn) < wal.parse_lsn(plan.recovery_settings["recovery_target_lsn"]):
-            return "fail", f"replayed to {lsn}, short of {plan.recovery_settings['recovery_target_lsn']}"
-        return "pass", f"promoted after replaying to {lsn} ({recovery.get('wal_files_restored', '0')} WAL files " \
+                return FAILED, f"last replayed commit {last_commit} is not at or before the target {target}"
+            return PASSED, f"stopped {recovery.get('stopped_at', '?')}; last commit {last_commit}, target {target}"
+        if plan.kind == "lsn" and replayed < wal.parse_lsn(plan.recovery_settings["recovery_target_lsn"]):
+            return FAILED, f"replayed to {lsn}, short of {plan.recovery_settings['recovery_target_lsn']}"
+        if plan.kind == "latest" and plan.wal_until_segment:
+            last = wal.parse_segment(plan.wal_until_segment, inv.segment_size)
+            if replayed < last.start_lsn:
+                return FAILED, (f"replayed to {lsn}, short of the last shipped segment {last.name}: recovery "
+                                "stopped before the end of the archive")
+        return PASSED, f"promoted after replaying to {lsn} ({recovery.get('wal_files_restored', '0')} WAL files " \
                        f"from the archive); last commit {last_commit}"
 
     def amcheck():
-        bindir = find_bindir(int(plan.record.pg_version))
+        bindir = find_bindir(int(rec.pg_version))
         argv = [str(bindir / "pg_amcheck"), "--host", str(socket_dir), "--port", str(port), "--username",
                 SERVER_USER, "--all", "--install-missing", "--jobs", "2"]
         proc = subprocess.run(as_server_user(argv), capture_output=True, text=True, check=False,
                               env={**os.environ, "PGCONNECT_TIMEOUT": "30"})
         out = (proc.stdout + proc.stderr).strip()
         if proc.returncode != 0:
-            return "fail", f"pg_amcheck exit {proc.returncode}: {out[-1500:]}"
-        return "pass", "heap and B-tree checks of every relation in every database: no corruption"
+            return FAILED, f"pg_amcheck exit {proc.returncode}: {out[-1500:]}"
+        return PASSED, "heap and B-tree checks of every relation in every database: no corruption"
 
-    sentinel, exact = expected_sentinel(inv, plan)
+    expected = expected_sentinel(inv, plan)
+    sentinel = expected.sentinel
     dbname = _sentinel_database(config)
+    evidence.expected_sentinel = sentinel.token if sentinel else None
 
     def sentinel_check():
         if sentinel is None:
-            return "skipped", "no sentinel was recorded before this restore point (no WAL shipped after the backup?)"
+            return FAILED, f"no sentinel to look for: {expected.missing_because}"
         with connect_params({**params, "dbname": dbname}, application_name="pgops:restore_test",
                             statement_timeout_s=60) as conn:
             row = conn.execute(sql["sentinel"], {"token": sentinel.token}).fetchone()
             if row is None:
-                return "fail", f"sentinel {sentinel.token} (written {sentinel.written_at.isoformat()}) is missing"
+                return FAILED, f"sentinel {sentinel.token} (written {sentinel.written_at.isoformat()}) is missing"
             if plan.kind == "time":
                 target = datetime.fromisoformat(plan.recovery_settings["recovery_target_time"])
                 later = conn.execute(sql["sentinels_after"], {"target": target}).fetchone()[0]
                 if later:
-                    return "fail", f"{later} sentinel(s) written after the target {target} were replayed"
-        return "pass", f"sentinel {sentinel.token} present"
-
-    def restored_facts():
-        with connect_params({**params, "dbname": dbname}, application_name="pgops:restore_test",
-                            statement_timeout_s=600, autocommit=False) as conn:
-            return snapshot_facts(conn, list(sentinel.counts))
+                    return FAILED, f"{later} sentinel(s) written after the target {target} were replayed"
+        return PASSED, f"sentinel {sentinel.token} ({sentinel.kind}, written {sentinel.written_at.isoformat()}) present"
 
     facts: dict[str, object] = {}
 
+    def restored_facts():
+        if "counts" not in facts:
+            with connect_params({**params, "dbname": dbname}, application_name="pgops:restore_test",
+                                statement_timeout_s=600, autocommit=False) as conn:
+                facts["counts"], facts["relations"], facts["count_errors"] = snapshot_facts(conn, list(sentinel.counts))
+        return facts
+
     def relations_check():
-        if sentinel is None or not exact:
-            return "skipped", "compared only for restores to the latest point (the sentinel's own state)"
-        counts, relations = restored_facts()
-        facts["counts"] = counts
+        if sentinel is None:
+            return FAILED, f"nothing to compare with: {expected.missing_because}"
+        got = {tuple(r) for r in restored_facts()["relations"]}
         want = {tuple(r) for r in sentinel.relations}
-        got = {tuple(r) for r in relations}
         if want != got:
             missing = sorted(want - got)[:10]
             extra = sorted(got - want)[:10]
-            return "fail", f"relations differ: missing {missing}, unexpected {extra}"
-        return "pass", f"{len(got)} tables, indexes and materialized views as recorded"
+            hint = "" if expected.exact else (f" (or DDL ran between the sentinel written "
+                                              f"{sentinel.written_at.isoformat()} and the restore point)")
+            return FAILED, f"relations differ from those recorded with {sentinel.token}: missing {missing}, " \
+                           f"unexpected {extra}{hint}"
+        return PASSED, f"{len(got)} tables, indexes and materialized views as recorded with {sentinel.token}"
 
     def counts_check():
-        if sentinel is None or not exact:
-            return "skipped", "compared only for restores to the latest point (the sentinel's own state)"
-        counts = facts.get("counts") or restored_facts()[0]
+        if sentinel is None:
+            return FAILED, f"nothing to compare with: {expected.missing_because}"
+        if sentinel.count_errors:
+            return FAILED, "row counts were not recorded with " + sentinel.token + ": " + "; ".join(
+                f"{table}: {why}" for table, why in sorted(sentinel.count_errors.items()))
+        if not sentinel.counts:
+            return NOT_APPLICABLE, "restore_verification.count_tables is empty"
+        if not expected.exact:
+            return NOT_APPLICABLE, (f"rows change between the sentinel {sentinel.token} and this restore point "
+                                    "(counts are compared for restores to the latest point, whose state is the "
+                                    "sentinel's)")
+        counts = restored_facts()["counts"]
         tolerance = config.restore_verification.count_tolerance_pct
         bad = []
         for table, want in sentinel.counts.items():
             got = counts.get(table)
             if got is None or abs(got - want) > want * tolerance / 100:
-                bad.append(f"{table}: {got} restored, {want} recorded")
+                why = facts["count_errors"].get(table, "")
+                bad.append(f"{table}: {got} restored, {want} recorded" + (f" ({why})" if why else ""))
         if bad:
-            return "fail", "; ".join(bad)
-        return "pass", ", ".join(f"{t} {n}" for t, n in counts.items()) or "no tables configured"
+            return FAILED, "; ".join(bad)
+        return PASSED, ", ".join(f"{t} {n}" for t, n in counts.items())
 
     _timed(checks, "recovery_target", recovery_target)
     _timed(checks, "pg_amcheck", amcheck)
