@@ -31,8 +31,8 @@ invalidates the slot rather than fill its disk.
 **Sentinel and counts never stop shipping**: a counted table that is gone, unreadable
 or slower than `restore_verification.count_timeout_ms` to count, or a sentinel row that
 cannot be written, is logged as a warning and recorded (`sentinel_count_errors`,
-`sentinel_error` in the result and the point file); WAL ships all the same, and the next
-restore test fails naming it.
+`sentinel_error` in the result and the point file); WAL ships all the same, and a
+restore test that checks that run's sentinel fails naming it.
 
 **Where it runs**: the pool `pgops_wal` (one slot, its own: WAL keeps shipping while a
 full backup runs), on the queue `workers.stateful_queue`, whose worker keeps the spool on

@@ -266,7 +266,13 @@ class RestoreVerificationConfig(_Section):
         description="Time each table's row count may take when the backup jobs record it with a sentinel "
         "(`count(*)` under its own statement_timeout, in the sentinel's snapshot, which is held for at most "
         "the sum of these). A count that fails or runs out of time is recorded, never fatal: WAL still "
-        "ships, the run warns, and the next restore test's row_counts check fails naming it.",
+        "ships, the run warns and reports it (sentinel_count_errors), and a restore test that checks that sentinel fails its row_counts check naming it.",
+    )
+    count_max_pages: int = Field(
+        12_800, ge=1, le=2**31 - 1,
+        description="A counted table larger than this many blocks (12,800 of 8 KiB: 100 MiB) is counted over a "
+        "fixed sample of about this many of its blocks (TABLESAMPLE SYSTEM, REPEATABLE), and the restore test "
+        "counts the same blocks of the restored copy: cheap however large the table grows.",
     )
     count_tolerance_pct: float = Field(
         0.0, ge=0, le=100,

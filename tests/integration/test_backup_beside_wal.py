@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
@@ -71,6 +72,11 @@ def subprocess_stop(datadir) -> None:
                    capture_output=True, check=False)
 
 
+def next_second() -> None:
+    """Backup ids have a resolution of one second: wait for the next one."""
+    time.sleep(1.05 - time.time() % 1)
+
+
 def churn(server, mib: int) -> None:
     with server.superuser() as conn:
         conn.execute("INSERT INTO public.churn (pad) SELECT repeat(md5(g::text), 32) FROM generate_series(1, %s) g",
@@ -84,7 +90,12 @@ def test_wal_ships_during_a_long_full_backup_and_restores_inside_its_window(env)
     first = run_full_backup(config, repo)  # the backup a restore inside the next one's window starts from
     ship_wal(config, repo)
 
-    slow = parse_config({**raw, "backup": {**raw["backup"], "max_rate": "6M"}})
+    # A counted table that is gone: its count fails in the backup's own session, which
+    # must not end the WAL hold (a session's temporary slot goes at any error in it).
+    slow = parse_config({**raw, "backup": {**raw["backup"], "max_rate": "6M"},
+                         "restore_verification": {**raw["restore_verification"],
+                                                  "count_tables": ["public.probe", "public.gone"]}})
+    next_second()  # a new backup id
     outcome: dict = {}
 
     def backup() -> None:
@@ -116,6 +127,7 @@ def test_wal_ships_during_a_long_full_backup_and_restores_inside_its_window(env)
     assert second.start_time < inside < target < second.stop_time, "the target lies inside the second backup"
     assert all(r.shipped for r in during), "every WAL run during the backup shipped WAL"
     assert all(r.chain_breaks == [] for r in during)
+    assert "public.gone does not exist" in second.sentinel["count_errors"]["public.gone"]
     with server.superuser() as conn:
         left = conn.execute("SELECT count(*) FROM pg_catalog.pg_replication_slots WHERE temporary").fetchone()[0]
     assert left == 0, "the backup's temporary slot is gone with its session"
@@ -206,6 +218,7 @@ def test_a_sentinel_that_cannot_be_written_never_stops_wal(env):
         conn.execute("ALTER TABLE pgops.backup_sentinel RENAME TO backup_sentinel_away")
     try:
         result = ship_wal(config, repo)
+        next_second()
         record = run_full_backup(config, repo)
     finally:
         with server.superuser() as conn:
@@ -254,3 +267,34 @@ def test_wal_shipping_and_a_full_backup_repair_the_slot_one_at_a_time(env):
     assert len(recorded) == 1, "one chain break, recorded once"
     with connect(config.database.backup_conn_id, config.database, job="test") as conn:
         assert _slot_state(conn, "pgops_race").exists
+
+
+def test_a_large_table_is_counted_over_the_same_block_sample_on_both_sides(env):
+    """Past count_max_pages a table is counted over a fixed sample of its blocks, and the
+    restore test counts the same blocks of the restored copy: cheap, and still exact."""
+    server, raw, config, repo, base = env
+    sampled = parse_config({**raw, "restore_verification": {**raw["restore_verification"], "count_max_pages": 20,
+                                                            "count_tables": ["public.churn", "public.probe"]}})
+    with server.superuser() as conn:
+        conn.execute("GRANT SELECT ON public.churn TO pgops_backup")
+    churn(server, 8)  # about 1,000 blocks
+    run_full_backup(sampled, repo)
+    result = ship_wal(sampled, repo)
+    assert result.sentinel and result.sentinel_count_errors == {}
+    point = _newest_point(repo)
+    facts = point["sentinel_facts"]
+    assert set(facts["count_samples"]) == {"public.churn"}, json.dumps({k: v for k, v in facts.items() if k != "relations"})
+    with server.superuser() as conn:
+        total = conn.execute("SELECT count(*) FROM public.churn").fetchone()[0]
+    assert 0 < facts["counts"]["public.churn"] < total / 10, "the sample reads a small part of the table"
+    evidence = verify_restore(sampled, repo, RestoreRequest(latest=True))
+    row_counts = next(c for c in evidence.checks if c.name == "row_counts")
+    assert row_counts.verdict == "passed" and "block sample" in row_counts.detail, row_counts
+
+
+def _newest_point(repo) -> dict:
+    import json
+
+    from pgops.backup.walnames import POINTS_DIR
+
+    return json.loads(repo.get_bytes(max(o.key for o in repo.list(POINTS_DIR))))

@@ -66,6 +66,11 @@ def test_a_clean_repository_verifies(filled):
     report = verify(repo, full=True)
     assert report.problems == []
     assert report.checked_objects == 3 and report.checked_segments >= 3
+    # What it re-read, named for the audit trail: every object and WAL file, each checked.
+    assert len(report.checked) == report.checked_objects + report.checked_segments
+    backups = [c for c in report.checked if c["key"].startswith("backups/")]
+    assert {c["key"].rsplit("/", 1)[1] for c in backups} == {"data.tar.zst", "data.index.json", "backup_manifest.zst"}
+    assert all(c["ok"] and len(c.get("sha256") or c.get("digest")) == 64 for c in report.checked)
 
 
 def test_verify_names_a_corrupted_backup_object(filled, tmp_path):

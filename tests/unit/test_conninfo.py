@@ -69,3 +69,11 @@ def test_an_extra_that_is_not_a_json_object_is_refused_not_dropped(monkeypatch, 
         get_connection("pgops_test")
     monkeypatch.setenv("AIRFLOW_CONN_PGOPS_TEST", json.dumps({"conn_type": "postgres", "extra": {"sslmode": "require"}}))
     assert get_connection("pgops_test").extra == {"sslmode": "require"}
+
+
+@pytest.mark.parametrize("key", ["require_auth", "sslnegotiation", "load_balance_hosts"])
+def test_extras_postgresql_15s_tools_do_not_know_are_refused(key):
+    """psycopg's bundled libpq is newer than PostgreSQL 15's, which pg_basebackup and
+    pg_receivewal use: an extra only the newer one knows would make them stop."""
+    with pytest.raises(ConfigError, match=f"{key} \\(not a libpq connection parameter"):
+        libpq_params(conn({key: "x"}))

@@ -39,6 +39,7 @@ def test_a_well_set_up_server_has_no_findings():
         ({"wal_level": "minimal"}, "wal_level"),
         ({"max_wal_senders": 1}, "max_wal_senders"),
         ({"max_replication_slots": 0}, "max_replication_slots"),
+        ({"max_replication_slots": 1}, "max_replication_slots"),  # a full backup holds its WAL with a second
         ({"shared_preload_libraries": "auto_explain"}, "pg_stat_statements"),
         ({"pg_stat_statements_installed": False}, "pg_stat_statements"),
         ({"tablespaces": [("fast", "/srv/ssd/fast")]}, "tablespaces"),

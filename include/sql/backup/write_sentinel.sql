@@ -25,6 +25,22 @@ ORDER BY 1
 -- {table} is a schema-qualified identifier composed with psycopg.sql.Identifier.
 SELECT count(*) FROM {table}
 
+-- step: pages
+-- The size of a counted table in blocks (all partitions of a partitioned one): from
+-- the files' sizes, exact and cheap. Parameter: %(table)s, schema-qualified.
+-- (pg_partition_tree has no rows for a table that is not partitioned.)
+SELECT greatest(pg_catalog.pg_relation_size(%(table)s::regclass),
+                (SELECT coalesce(sum(pg_catalog.pg_relation_size(t.relid)), 0)
+                 FROM pg_catalog.pg_partition_tree(%(table)s::regclass) t))
+       / pg_catalog.current_setting('block_size')::bigint
+
+-- step: count_sample
+-- The rows in a fixed sample of a large table's blocks: SYSTEM sampling picks a block by
+-- a hash of its number and the seed alone, so a restored copy (physically the same
+-- blocks) is counted over exactly the same blocks. %(pct)s: the percentage recorded
+-- with the sentinel. {table} as in count.
+SELECT count(*) FROM {table} TABLESAMPLE SYSTEM (%(pct)s) REPEATABLE (0)
+
 -- step: insert
 INSERT INTO pgops.backup_sentinel (kind, token) VALUES (%(kind)s, %(token)s)
 RETURNING written_at, pg_catalog.pg_current_xact_id()::text

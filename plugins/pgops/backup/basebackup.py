@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 from pgops import __version__
 from pgops.backup import catalog, wal
 from pgops.backup.frames import FRAME_RAW_SIZE, FrameCompressor, enlarge_pipe, read_full
-from pgops.backup.server import ServerIdentity, hold_slot_name, hold_wal, server_identity, tool_env
+from pgops.backup.server import ServerIdentity, hold_intact, hold_slot_name, hold_wal, server_identity, tool_env
 from pgops.backup.tarscan import TarScanner
 from pgops.config import PgopsConfig
 from pgops.connections import ConnectionInfo, get_connection
@@ -163,8 +163,7 @@ def prepare(config: PgopsConfig, repo: Repository, conn, backup_id: str
     system's backups, the matching pg_basebackup, pgops' replication slot (created before
     the backup starts, so every WAL segment from the backup's start on is kept for WAL
     shipping: the backup starts a gap-free chain), no objects yet under this backup's id,
-    the backup's own temporary slot holding its WAL (:func:`~pgops.backup.server.hold_wal`,
-    as long as ``conn`` is open), and last the sentinel row committed just before the
+    and last the sentinel row committed just before the
     backup starts (every restore of this backup must contain it, see backup/sentinel.py;
     when it cannot be written, the backup goes on and records why)."""
     from pgops.backup.sentinel import record_sentinel
@@ -186,9 +185,9 @@ def prepare(config: PgopsConfig, repo: Repository, conn, backup_id: str
     ensure_slot(conn, config.backup.slot_name, archive_started=lambda: archive_started(repo), record=record)
     if repo.list(catalog.backup_prefix(backup_id)):
         raise UnsafeOperation(f"backup {backup_id} already has objects in {repo.location}; refusing to overwrite")
-    hold_wal(conn, hold_slot_name(config.backup.slot_name, backup_id))
     sentinel = record_sentinel(conn, "full_backup", f"backup-{backup_id}", config.restore_verification.count_tables,
-                               count_timeout_ms=config.restore_verification.count_timeout_ms)
+                               count_timeout_ms=config.restore_verification.count_timeout_ms,
+                               count_max_pages=config.restore_verification.count_max_pages)
     return server, bindir, sentinel
 
 
@@ -207,17 +206,24 @@ def run_full_backup(
 
     started = clock()
     backup_id = new_backup_id(started)
-    # One session for the whole backup: it runs the checks, and its temporary slot keeps
-    # the backup's WAL on the server until the backup has it all.
-    with connect(config.database.backup_conn_id, config.database, job="full_backup") as session:
-        server, bindir, sentinel = prepare(config, repo, session, backup_id)
-        return _take_backup(config, repo, clock, started, backup_id, server, bindir, sentinel)
+    hold = hold_slot_name(config.backup.slot_name, backup_id)
+    # A session of its own holds the backup's WAL on the server until the backup has it
+    # all: it runs nothing but the temporary slot, which any error in it would drop.
+    with connect(config.database.backup_conn_id, config.database, job="full_backup:wal_hold") as hold_session:
+        with connect(config.database.backup_conn_id, config.database, job="full_backup") as session:
+            server, bindir, sentinel = prepare(config, repo, session, backup_id)
+        hold_wal(hold_session, hold)
+        return _take_backup(config, repo, clock, started, backup_id, server, bindir, sentinel,
+                            hold_ok=lambda: hold_intact(hold_session, hold))
 
 
 def _take_backup(config: PgopsConfig, repo: Repository, clock: Callable[[], datetime], started: datetime,
                  backup_id: str, server: ServerIdentity, bindir: Path,
-                 sentinel: tuple[Sentinel | None, str | None]) -> catalog.BackupRecord:
-    """Run pg_basebackup into ``repo`` and commit the backup (see :func:`run_full_backup`)."""
+                 sentinel: tuple[Sentinel | None, str | None], hold_ok: Callable[[], bool] = lambda: True,
+                 ) -> catalog.BackupRecord:
+    """Run pg_basebackup into ``repo`` and commit the backup (see :func:`run_full_backup`).
+    ``hold_ok`` says whether the WAL hold still stands (checked before the start and
+    after a failure, so that a lost hold is named)."""
     sysid, version_num = server.system_identifier, server.version_num
     conn = get_connection(config.database.backup_conn_id)
     label = f"pgops {backup_id}"
@@ -227,6 +233,9 @@ def _take_backup(config: PgopsConfig, repo: Repository, clock: Callable[[], date
     log.info("full backup %s of %s:%s starting (checkpoint=%s, zstd level %d on %d workers) into %s",
              backup_id, conn.host, conn.port, config.backup.checkpoint, config.backup.compression_level,
              config.backup.compression_workers, repo.location)
+    if not hold_ok():
+        raise TransientError(f"the temporary replication slot holding backup {backup_id}'s WAL is gone before "
+                             "pg_basebackup started (its session ended?); retry")
     t0 = time.monotonic()
     proc = subprocess.Popen(with_buffered_stdout(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                             stdin=subprocess.DEVNULL, bufsize=0)
@@ -255,6 +264,9 @@ def _take_backup(config: PgopsConfig, repo: Repository, clock: Callable[[], date
         rc = proc.wait()
         if rc != 0:
             tail = stderr.tail()
+            if not hold_ok():
+                tail += ("\n(the temporary replication slot that held the backup's WAL was lost meanwhile: its "
+                         "session ended, or max_slot_wal_keep_size invalidated it)")
             raise basebackup_refusal(tail) or TransientError(f"pg_basebackup exited with status {rc}:\n{tail}")
         if not scanner.ended:
             raise IntegrityError("pg_basebackup's tar stream ended without its end-of-archive marker")

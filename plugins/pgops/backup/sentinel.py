@@ -13,6 +13,11 @@ Two uses:
   commit to stop at (PostgreSQL stops a time target only at a commit or abort record,
   and fails when recovery ends before reaching it).
 
+Counting stays cheap on large tables: a table of more than
+``restore_verification.count_max_pages`` blocks is counted over a fixed sample of that
+many of its blocks (``TABLESAMPLE SYSTEM … REPEATABLE``, which picks blocks by their
+number alone), and the restore test counts the same sample of the restored copy.
+
 Bookkeeping never blocks the data path. Each count runs under its own
 ``statement_timeout`` (``restore_verification.count_timeout_ms``) in a savepoint, so the
 sentinel's snapshot lives for at most the sum of those, and a table that is gone, not
@@ -38,6 +43,7 @@ log = logging.getLogger(__name__)
 
 TABLE = "pgops.backup_sentinel"
 DEFAULT_COUNT_TIMEOUT_MS = 2000
+DEFAULT_COUNT_MAX_PAGES = 12_800  # 100 MiB of 8 KiB blocks
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,8 @@ class Sentinel:
     relations: list[list[str]] = field(default_factory=list)  # [name, relkind], sorted
     #: tables whose count could not be taken, with the reason (a restore test fails on them)
     count_errors: dict[str, str] = field(default_factory=dict)
+    #: large tables counted over a fixed sample of their blocks: table -> percent of blocks
+    count_samples: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         out = asdict(self)
@@ -60,7 +68,8 @@ class Sentinel:
     def from_json(cls, data: dict) -> Sentinel:
         return cls(data["kind"], data["token"], datetime.fromisoformat(data["written_at"]), str(data["xid"]),
                    {k: int(v) for k, v in data.get("counts", {}).items()}, [list(r) for r in data.get("relations", [])],
-                   {k: str(v) for k, v in (data.get("count_errors") or {}).items()})
+                   {k: str(v) for k, v in (data.get("count_errors") or {}).items()},
+                   {k: float(v) for k, v in (data.get("count_samples") or {}).items()})
 
 
 def qualified(name: str) -> sql.Identifier:
@@ -80,32 +89,59 @@ def _count_error(name: str, exc: psycopg.Error, timeout_ms: int | None) -> str:
     return f"counting {name} failed: {type(exc).__name__}: {exc.diag.message_primary or exc}"
 
 
-def snapshot_facts(conn: psycopg.Connection, count_tables: list[str], *,
-                   count_timeout_ms: int | None = None) -> tuple[dict[str, int], list[list[str]], dict[str, str]]:
+@dataclass(frozen=True)
+class Facts:
+    """What :func:`snapshot_facts` found in one snapshot."""
+
+    counts: dict[str, int]
+    relations: list[list[str]]
+    count_errors: dict[str, str]
+    count_samples: dict[str, float]
+
+
+def snapshot_facts(conn: psycopg.Connection, count_tables: list[str], *, count_timeout_ms: int | None = None,
+                   max_pages: int | None = None, samples: dict[str, float] | None = None) -> Facts:
     """Row counts of ``count_tables``, the relation list, and the tables whose count
     failed (with why), in the caller's transaction. Each count runs in a savepoint, under
     ``count_timeout_ms`` when given, so one bad table neither aborts the transaction nor
-    holds its snapshot for long."""
+    holds its snapshot for long.
+
+    A table of more than ``max_pages`` blocks is counted over a fixed sample of about
+    ``max_pages`` of its blocks (recorded in ``count_samples``), so counting stays cheap
+    however large it grows; ``samples`` (a restore test's) counts exactly those samples.
+    """
     text = dict(steps("backup/write_sentinel.sql"))
     if count_timeout_ms is not None:
         conn.execute(text["count_timeout"], {"ms": str(count_timeout_ms)})
     relations = [[name, kind] for name, kind in conn.execute(text["relations"]).fetchall()]
     counts: dict[str, int] = {}
     errors: dict[str, str] = {}
+    sampled: dict[str, float] = {}
     for name in count_tables:
         try:
             with conn.transaction():  # a savepoint: a failed count leaves the transaction usable
-                counts[name] = conn.execute(sql.SQL(text["count"]).format(table=qualified(name))).fetchone()[0]
+                pct = (samples or {}).get(name)
+                if samples is None and max_pages is not None:
+                    pages = conn.execute(text["pages"], {"table": name}).fetchone()[0]
+                    if pages > max_pages:
+                        pct = float(f"{100 * max_pages / pages:.6g}")
+                if pct is None:
+                    counts[name] = conn.execute(sql.SQL(text["count"]).format(table=qualified(name))).fetchone()[0]
+                else:
+                    counts[name] = conn.execute(sql.SQL(text["count_sample"]).format(table=qualified(name)),
+                                                {"pct": pct}).fetchone()[0]
+                    sampled[name] = pct
         except (psycopg.errors.QueryCanceled, psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName,
                 psycopg.errors.InsufficientPrivilege, psycopg.errors.ObjectNotInPrerequisiteState,
                 psycopg.errors.WrongObjectType) as exc:
             errors[name] = _count_error(name, exc, count_timeout_ms)
             log.warning("sentinel: %s; the sentinel is written without this count", errors[name])
-    return counts, relations, errors
+    return Facts(counts, relations, errors, sampled)
 
 
 def write_sentinel(conn: psycopg.Connection, kind: str, token: str, count_tables: list[str] | None = None,
-                   keep_days: int = 60, *, count_timeout_ms: int = DEFAULT_COUNT_TIMEOUT_MS) -> Sentinel:
+                   keep_days: int = 60, *, count_timeout_ms: int = DEFAULT_COUNT_TIMEOUT_MS,
+                   count_max_pages: int | None = DEFAULT_COUNT_MAX_PAGES) -> Sentinel:
     """Record the counts and relations, insert (and commit) one sentinel row. ``conn`` is
     in autocommit. A count that fails is recorded in ``count_errors``; the sentinel row
     itself failing raises (see :func:`record_sentinel` for the caller that must go on)."""
@@ -113,7 +149,8 @@ def write_sentinel(conn: psycopg.Connection, kind: str, token: str, count_tables
     try:
         with conn.transaction():
             conn.execute(text["isolation"])
-            counts, relations, errors = snapshot_facts(conn, count_tables or [], count_timeout_ms=count_timeout_ms)
+            facts = snapshot_facts(conn, count_tables or [], count_timeout_ms=count_timeout_ms,
+                                   max_pages=count_max_pages)
             written_at, xid = conn.execute(text["insert"], {"kind": kind, "token": token}).fetchone()
     except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as exc:
         raise ConfigError(
@@ -135,22 +172,25 @@ def write_sentinel(conn: psycopg.Connection, kind: str, token: str, count_tables
         raise TransientError(f"lost the connection after writing the sentinel: {exc}") from exc
     except psycopg.Error as exc:
         log.warning("could not remove old rows of %s (%s): they stay until the next run", TABLE, exc)
-    return Sentinel(kind, token, written_at, xid, counts, relations, errors)
+    return Sentinel(kind, token, written_at, xid, facts.counts, facts.relations, facts.count_errors,
+                    facts.count_samples)
 
 
 def record_sentinel(conn: psycopg.Connection, kind: str, token: str, count_tables: list[str] | None = None, *,
-                    count_timeout_ms: int = DEFAULT_COUNT_TIMEOUT_MS) -> tuple[Sentinel | None, str | None]:
+                    count_timeout_ms: int = DEFAULT_COUNT_TIMEOUT_MS,
+                    count_max_pages: int | None = DEFAULT_COUNT_MAX_PAGES) -> tuple[Sentinel | None, str | None]:
     """:func:`write_sentinel` for the backup jobs, which must go on whatever happens to it:
     (sentinel, None), or (None, why) after a warning and an empty committed transaction
     (the commit a time target needs). Only a lost connection still raises: then the job
     cannot go on either."""
     try:
-        return write_sentinel(conn, kind, token, count_tables, count_timeout_ms=count_timeout_ms), None
+        return write_sentinel(conn, kind, token, count_tables, count_timeout_ms=count_timeout_ms,
+                              count_max_pages=count_max_pages), None
     except TransientError:
         raise
     except PgopsError as exc:
         reason = f"the sentinel {token} could not be written: {exc}"
-        log.warning("%s; going on without it (the next restore test's sentinel check fails naming this)", reason)
+        log.warning("%s; going on without it (a restore test that expects this sentinel fails its sentinel check naming this)", reason)
         with conn.transaction():
             conn.execute(dict(steps("backup/write_sentinel.sql"))["bare_commit"])
         return None, reason

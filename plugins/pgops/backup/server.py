@@ -13,7 +13,7 @@ import psycopg
 from pgops.config import PgopsConfig
 from pgops.connections import ConnectionInfo
 from pgops.errors import ConfigError, TransientError
-from pgops.postgres.sqlfiles import load as load_sql
+from pgops.postgres.sqlfiles import load as load_sql, steps
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +55,15 @@ def hold_wal(conn, name: str) -> str:
     shipping runs beside a full backup and moves pgops' own slot on as it ships, so
     without this hold the server could recycle WAL the backup still needs, and a long
     backup would fail at its very end.
+
+    ``conn`` must be a session of its own that runs nothing else: PostgreSQL drops a
+    session's temporary slots at any error in it, even one a savepoint caught (a
+    sentinel count that timed out would silently end the hold).
     """
-    conn.execute("SET idle_session_timeout = 0")  # the session waits, idle, for the whole backup
+    sql = dict(steps("backup/hold_wal.sql"))
+    conn.execute(sql["no_idle_timeout"])
     try:
-        lsn = conn.execute(load_sql("backup/hold_wal.sql"), {"slot": name}).fetchone()[0]
+        lsn = conn.execute(sql["create"], {"slot": name}).fetchone()[0]
     except psycopg.errors.ConfigurationLimitExceeded as exc:
         raise ConfigError(
             f"cannot create the full backup's temporary replication slot {name!r}: {exc.diag.message_primary}. "
@@ -69,3 +74,12 @@ def hold_wal(conn, name: str) -> str:
                              "id is running; retry") from exc
     log.info("holding the WAL from %s for the backup (temporary replication slot %s)", lsn, name)
     return lsn
+
+
+def hold_intact(conn, name: str) -> bool:
+    """Whether the temporary slot of :func:`hold_wal` still holds WAL (its session alive,
+    the slot not invalidated by ``max_slot_wal_keep_size``)."""
+    try:
+        return bool(conn.execute(dict(steps("backup/hold_wal.sql"))["intact"], {"slot": name}).fetchone()[0])
+    except psycopg.Error:
+        return False  # the session itself is gone: so is its slot

@@ -154,7 +154,8 @@ def verify(context: dict[str, Any]) -> dict[str, Any]:
     if report.problems:
         raise IntegrityError(f"{len(report.problems)} problem(s) in the repository:\n  " + "\n  ".join(report.problems))
     for item in report.checked:
-        log.info("verify: re-read %s: sha256 %s matches", item["key"], item["sha256"])
+        what = f"sha256 {item['sha256']}" if "sha256" in item else f"name digest {item['digest']}"
+        log.info("verify: re-read %s: %s matches", item["key"], what)
     log.info("verify: %d backup object(s) and %d WAL file(s) re-read, continuity checked: no problems",
              report.checked_objects, report.checked_segments)
     return {"problems": 0, "checked_objects": report.checked_objects, "checked_segments": report.checked_segments,

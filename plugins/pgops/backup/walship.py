@@ -21,7 +21,9 @@ the server) is a chain break too, found by comparing the spool with the newest s
 segment.
 
 Stored names carry the sha256 of the raw file, as pgBackRest's do:
-``wal/<first 16 chars>/<segment>-<sha256>.zst``. A rerun after a crash at any point
+``wal/<first 16 chars>/<segment>-<sha256>.zst``; on an encrypted repository a keyed
+digest of it instead (:func:`~pgops.backup.walnames.name_digest`), so that names tell
+nothing about the plaintext. A rerun after a crash at any point
 ships exactly what is missing: a segment already stored with the same checksum is
 skipped; with a different checksum it is an :class:`IntegrityError`, never overwritten.
 
@@ -48,7 +50,9 @@ from pgops.backup import catalog, wal
 from pgops.backup.compress import Encoder, frame_encoder
 from pgops.backup.sentinel import record_sentinel
 from pgops.backup.server import server_identity, tool_env
-from pgops.backup.walnames import BREAKS_DIR, POINTS_DIR, WAL_PREFIX, wal_dir, wal_key
+from pgops.backup.walnames import (
+    BREAKS_DIR, POINTS_DIR, WAL_PREFIX, digest_matches, name_digest, parse_wal_key, wal_dir, wal_key,
+)
 from pgops.config import PgopsConfig
 from pgops.connections import get_connection
 from pgops.errors import IntegrityError, NotFound, TransientError
@@ -72,8 +76,6 @@ def ship_file(repo: Repository, path: Path, level: int = 3, encode: Encoder | No
     file's sha256 (keyed on an encrypted repository). A file already stored under a name
     that matches it otherwise (a plain sha256, written before repository format 2) is
     already stored too."""
-    from pgops.backup.walnames import digest_matches, name_digest, parse_wal_key
-
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     existing = stored_versions(repo, path.name)
@@ -145,7 +147,11 @@ def ensure_slot(conn, slot: str, result: ShipResult | None = None, *,
     # WAL shipping and full backups run side by side and both repair the slot: the
     # advisory lock makes one of them do it while the other waits, then finds it healthy.
     with conn.transaction():
-        conn.execute(load_sql("backup/lock_slot.sql"), {"slot": slot})
+        try:
+            conn.execute(load_sql("backup/lock_slot.sql"), {"slot": slot})
+        except psycopg.errors.QueryCanceled as exc:
+            raise TransientError(f"waited longer than statement_timeout for the other job repairing replication "
+                                 f"slot {slot!r}; retry") from exc
         return _ensure_slot_locked(conn, slot, result, archive_started=archive_started, record=record)
 
 
@@ -421,7 +427,8 @@ def ship_wal(config: PgopsConfig, repo: Repository, *, timeout_s: int = 1800, ru
         # A sentinel or count that fails is recorded and warned about: WAL still ships.
         sentinel, sentinel_error = record_sentinel(
             conn, "wal_switch", f"wal-{switch_time.astimezone(timezone.utc):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(4)}",
-            config.restore_verification.count_tables, count_timeout_ms=config.restore_verification.count_timeout_ms)
+            config.restore_verification.count_tables, count_timeout_ms=config.restore_verification.count_timeout_ms,
+            count_max_pages=config.restore_verification.count_max_pages)
         result.sentinel = sentinel.token if sentinel else None
         result.sentinel_error = sentinel_error
         if sentinel is not None:

@@ -48,8 +48,9 @@ def evaluate(facts: dict[str, Any], logins: dict[str, str | None]) -> list[Findi
     if facts["max_wal_senders"] < 2:
         error("max_wal_senders", f"max_wal_senders is {facts['max_wal_senders']}; pgops needs at least 2 "
               "(one for WAL streaming, one for a base backup)")
-    if facts["max_replication_slots"] < 1:
-        error("max_replication_slots", "max_replication_slots is 0; WAL shipping needs a slot")
+    if facts["max_replication_slots"] < 2:
+        error("max_replication_slots", f"max_replication_slots is {facts['max_replication_slots']}; pgops needs at "
+              "least 2 free (WAL shipping's slot, and the temporary slot each full backup holds its WAL with)")
     if facts["max_slot_wal_keep_size"] in ("-1", "-1kB"):
         found.append(Finding("warning", "max_slot_wal_keep_size",
                              "unlimited: a stalled WAL shipper could fill the server's disk"))

@@ -38,13 +38,25 @@ _SET_BY_PGOPS = {
 }
 
 
+# Keywords the libpq bundled with psycopg knows but PostgreSQL 15's does not: the same
+# conninfo also goes to PostgreSQL 15's pg_basebackup and pg_receivewal, which would stop
+# on them ("invalid connection option") after pgops had accepted them.
+_NEWER_THAN_LIBPQ_15 = frozenset({
+    "require_auth", "sslcertmode", "load_balance_hosts", "gssdelegation",  # 16
+    "sslnegotiation",  # 17
+    "min_protocol_version", "max_protocol_version", "sslkeylogfile", "scram_client_key", "scram_server_key",
+    "oauth_issuer", "oauth_client_id", "oauth_client_secret", "oauth_scope",  # 18
+})
+
+
 @functools.cache
 def _libpq_keywords() -> dict[str, str]:
-    """Every connection keyword the linked libpq knows, with its display character
-    ("*": a secret such as sslpassword, "D": a debug option)."""
+    """Every connection keyword both the linked libpq and PostgreSQL 15's know, with its
+    display character ("*": a secret such as sslpassword, "D": a debug option)."""
     from psycopg import pq
 
-    return {opt.keyword.decode(): opt.dispchar.decode() for opt in pq.Conninfo.get_defaults()}
+    return {opt.keyword.decode(): opt.dispchar.decode() for opt in pq.Conninfo.get_defaults()
+            if opt.keyword.decode() not in _NEWER_THAN_LIBPQ_15}
 
 
 def _extra_params(conn: ConnectionInfo) -> dict[str, str]:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from pgops.backup import catalog, wal
 from pgops.backup.inventory import Inventory, scan, wal_reach
-from pgops.backup.sentinel import Sentinel, snapshot_facts
+from pgops.backup.sentinel import Facts, Sentinel, snapshot_facts
 from pgops.config import PgopsConfig
 from pgops.errors import IntegrityError, PgopsError, TransientError
 from pgops.postgres.cluster import SERVER_USER, as_server_user, chown_to_server_user, find_bindir, free_port
@@ -312,8 +312,9 @@ def verify_restore(config: PgopsConfig, repo: Repository, request: RestoreReques
         evidence.timings_s.update({k: v for k, v in result.timings_s.items() if k != "total"})
         evidence.checks += run_checks(config, inv, plan, result.recovery, socket_dir, port, evidence)
         evidence.timings_s["checks"] = round(sum(c.seconds for c in evidence.checks), 3)
-    except PgopsError as exc:
-        evidence.error = f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # noqa: BLE001 - any failure is evidence too, stored before it fails the run
+        evidence.error = f"{type(exc).__name__}: {exc}" if isinstance(exc, PgopsError) else \
+            f"unexpected {type(exc).__name__}: {exc}"
         if "plan" in planned:
             evidence.backup_id = planned["plan"].record.id
     finally:
@@ -417,19 +418,20 @@ def run_checks(config: PgopsConfig, inv: Inventory, plan: RestorePlan, recovery:
                     return FAILED, f"{later} sentinel(s) written after the target {target} were replayed"
         return PASSED, f"sentinel {sentinel.token} ({sentinel.kind}, written {sentinel.written_at.isoformat()}) present"
 
-    facts: dict[str, object] = {}
+    facts: dict[str, Facts] = {}
 
-    def restored_facts():
-        if "counts" not in facts:
+    def restored_facts() -> Facts:
+        """The restored copy's relations and counts (the same block samples as recorded)."""
+        if "restored" not in facts:
             with connect_params({**params, "dbname": dbname}, application_name="pgops:restore_test",
                                 statement_timeout_s=600, autocommit=False) as conn:
-                facts["counts"], facts["relations"], facts["count_errors"] = snapshot_facts(conn, list(sentinel.counts))
-        return facts
+                facts["restored"] = snapshot_facts(conn, list(sentinel.counts), samples=sentinel.count_samples)
+        return facts["restored"]
 
     def relations_check():
         if sentinel is None:
             return FAILED, f"nothing to compare with: {expected.missing_because}"
-        got = {tuple(r) for r in restored_facts()["relations"]}
+        got = {tuple(r) for r in restored_facts().relations}
         want = {tuple(r) for r in sentinel.relations}
         if want != got:
             missing = sorted(want - got)[:10]
@@ -452,17 +454,20 @@ def run_checks(config: PgopsConfig, inv: Inventory, plan: RestorePlan, recovery:
             return NOT_APPLICABLE, (f"rows change between the sentinel {sentinel.token} and this restore point "
                                     "(counts are compared for restores to the latest point, whose state is the "
                                     "sentinel's)")
-        counts = restored_facts()["counts"]
+        restored = restored_facts()
+        counts = restored.counts
         tolerance = config.restore_verification.count_tolerance_pct
         bad = []
         for table, want in sentinel.counts.items():
             got = counts.get(table)
             if got is None or abs(got - want) > want * tolerance / 100:
-                why = facts["count_errors"].get(table, "")
+                why = restored.count_errors.get(table, "")
                 bad.append(f"{table}: {got} restored, {want} recorded" + (f" ({why})" if why else ""))
         if bad:
             return FAILED, "; ".join(bad)
-        return PASSED, ", ".join(f"{t} {n}" for t, n in counts.items())
+        return PASSED, ", ".join(
+            f"{t} {n}" + (f" (in the {sentinel.count_samples[t]}% block sample recorded)" if t in sentinel.count_samples
+                          else "") for t, n in counts.items())
 
     _timed(checks, "recovery_target", recovery_target)
     _timed(checks, "pg_amcheck", amcheck)
