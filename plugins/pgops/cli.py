@@ -195,15 +195,15 @@ def cmd_wal_fetch(args: argparse.Namespace) -> int:
 
     dest = Path(args.path)
     spool = Path(args.spool) if args.spool else None
-    if not walfetch.is_wal_request(args.name):
-        return walfetch.NOT_FOUND  # e.g. a .partial or backup history file: pgops never stores one
+    if not walfetch.is_wal_request(args.name) or walfetch.beyond(args.name, args.stop_after):
+        return walfetch.NOT_FOUND  # a .partial or backup history file (pgops stores none), or past --stop-after
     try:
         if walfetch.take_prefetched(args.name, dest, spool):
             return walfetch.FOUND
         opener, retry_s, prefetch = _wal_fetch_source(args)
         found = walfetch.fetch_with_retries(
             lambda: walfetch.fetch_wal(opener(), args.name, dest, spool=spool, prefetch=prefetch,
-                                       expect_until=args.expect_until), retry_s)
+                                       expect_until=args.expect_until, stop_after=args.stop_after), retry_s)
     except PgopsError as exc:
         print(f"pgops wal-fetch: {args.name}: {type(exc).__name__}: {exc}; stopping recovery (exit 255) rather "
               "than ending it early", file=sys.stderr)
@@ -303,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     wf.add_argument("--retry-seconds", type=int, metavar="S", help="retry transient errors this long")
     wf.add_argument("--expect-until", metavar="SEGMENT",
                     help="segments up to this one must exist: missing is an error (255), not the end (1)")
+    wf.add_argument("--stop-after", metavar="SEGMENT",
+                    help="answer 'not found' (1) for the segments after this one on its timeline: recovery ends "
+                         "there")
     wf.set_defaults(func=cmd_wal_fetch, needs_airflow=False)
 
     pre = sub.add_parser("preflight", help="check that the database is set up for pgops (as the monitoring role)")

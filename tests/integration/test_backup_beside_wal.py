@@ -298,3 +298,23 @@ def _newest_point(repo) -> dict:
     from pgops.backup.walnames import POINTS_DIR
 
     return json.loads(repo.get_bytes(max(o.key for o in repo.list(POINTS_DIR))))
+
+
+def test_a_drill_recovers_exactly_to_the_run_it_compares_with(env):
+    """WAL stored after the newest point file (a run that shipped but has not written its
+    point yet, or shipped during the drill) must not carry the restored state past the
+    sentinel whose counts the drill compares: recovery stops after that run's WAL."""
+    server, raw, config, repo, base = env
+    write_probe(server, "one")
+    run_full_backup(config, repo)
+    first = ship_wal(config, repo)
+    write_probe(server, "late")  # only in the WAL of the run whose point file is "not written yet"
+    ship_wal(config, repo)
+    newest = max(o.key for o in repo.list("wal/points/"))
+    (repo.root / newest).unlink()
+    evidence = verify_restore(config, repo, RestoreRequest(latest=True))
+    assert evidence.expected_sentinel == first.sentinel
+    verdicts = {c.name: (c.verdict, c.detail) for c in evidence.checks}
+    assert verdicts["row_counts"][0] == "passed", verdicts["row_counts"]
+    assert "public.probe 1" in verdicts["row_counts"][1]
+    assert evidence.verdict == "passed"

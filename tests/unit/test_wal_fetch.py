@@ -169,3 +169,20 @@ def test_unparsable_wal_fetch_arguments_stop_recovery(archive, tmp_path):
     bad = run_cli("--repository", str(repo.root), "--no-such-option", name, "x", cwd=tmp_path)
     assert bad.returncode == 255, bad.stderr
     assert run_cli("--repository", str(repo.root), cwd=tmp_path).returncode == 255
+
+
+def test_recovery_ends_after_the_stop_segment_even_when_more_is_stored(archive, tmp_path):
+    """A restore test recovers exactly to the shipping run it compares with: WAL shipped
+    after it (during the drill) is "not found", and never prefetched."""
+    repo, _ = archive
+    spool = tmp_path / "spool"
+    stop = wal.Segment(1, 3).name
+    assert walfetch.fetch_wal(repo, wal.Segment(1, 2).name, tmp_path / "a", spool=spool, prefetch=8, stop_after=stop)
+    assert sorted(p.name for p in spool.iterdir()) == [stop], "nothing after the stop is prefetched"
+    assert walfetch.fetch_wal(repo, wal.Segment(1, 4).name, tmp_path / "b", stop_after=stop) is False
+    assert not (tmp_path / "b").exists()
+    assert walfetch.fetch_wal(repo, "00000002.history", tmp_path / "c", stop_after=stop) is True
+    env = {**os.environ, "PYTHONPATH": str(Path(walfetch.__file__).parents[2])}
+    proc = subprocess.run([sys.executable, "-m", "pgops", "wal-fetch", "--repository", str(repo.root), "--stop-after",
+                           stop, wal.Segment(1, 5).name, str(tmp_path / "d")], env=env, capture_output=True)
+    assert proc.returncode == 1 and not (tmp_path / "d").exists()

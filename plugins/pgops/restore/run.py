@@ -50,6 +50,7 @@ from pgops.repository.base import Repository
 from pgops.restore.extract import TarExtractor
 from pgops.restore.fetch import frame_index, raw_pieces
 from pgops.restore.plan import RestorePlan, RestoreRequest, plan_restore
+from pgops.restore.walfetch import beyond as walfetch_beyond
 
 log = logging.getLogger(__name__)
 
@@ -152,13 +153,16 @@ def check_socket_dir(socket_dir: Path) -> None:
 
 # -- the recovery configuration -------------------------------------------------------------
 def wal_fetch_command(repo_cfg: RepositoryConfig, encryption: EncryptionConfig | None, spool: Path,
-                      prefetch: int, retry_s: int, expect_until: str | None = None) -> str:
+                      prefetch: int, retry_s: int, expect_until: str | None = None,
+                      stop_after: str | None = None) -> str:
     """The ``restore_command``: this same pgops, told exactly which repository to read."""
     url = repo_cfg.url if repo_cfg.scheme == "s3" else str(repo_cfg.local_path().resolve())
     argv = [sys.executable, "-m", "pgops", "wal-fetch", "--repository", url, "--spool", str(spool),
             "--prefetch", str(prefetch), "--retry-seconds", str(retry_s)]
     if expect_until:
         argv += ["--expect-until", expect_until]
+    if stop_after:
+        argv += ["--stop-after", stop_after]
     if repo_cfg.scheme == "s3":
         argv += ["--aws-conn-id", repo_cfg.aws_conn_id]
     if encryption is not None and encryption.enabled:
@@ -316,13 +320,14 @@ def run_restore(
     server_settings: dict[str, str] | None = None,
     network: str = NETWORK_LOCAL,
     before_start: Callable[[Path], None] | None = None,
-    on_planned: Callable[[RestorePlan], None] | None = None,
+    on_planned: Callable[[RestorePlan], str | None] | None = None,
     inventory: Inventory | None = None,
 ) -> RestoreResult:
     """Restore ``request`` into ``target`` (see the module docstring). ``network`` says
     how the server can be reached (``NETWORKS``); ``server_settings`` are written with
     the recovery settings; ``before_start`` may adjust the directory; ``on_planned``
-    sees the plan before any download; ``inventory`` is the repository's scan when the
+    sees the plan before any download, and may return a WAL segment after which recovery
+    ends (``wal-fetch --stop-after``); ``inventory`` is the repository's scan when the
     caller has one."""
     target = Path(target).absolute()
     network_settings(network, target)  # an unknown network is refused before any work
@@ -338,8 +343,8 @@ def run_restore(
     bindir = check_binaries(record.pg_version)
     check_free_space(target, plan)
     index = frame_index(repo, record)  # checked against backup.json before any data is fetched
-    if on_planned is not None:
-        on_planned(plan)
+    # The caller may end recovery early: after the segment ``on_planned`` returns.
+    stop_after = on_planned(plan) if on_planned is not None else None
     log.info("%s", plan.describe())
     result = RestoreResult(record.id, str(target), plan.describe(), plan.recovery_settings,
                            record.raw_size, record.stored_size)
@@ -394,9 +399,14 @@ def run_restore(
             extra["unix_socket_directories"] = result.socket_dir
         extra.update(network_settings(network, target))
         extra.update(server_settings or {})
+        until = plan.wal_until_segment
+        if stop_after and until and not walfetch_beyond(until, stop_after):
+            stop_after = None  # the planned WAL ends there already
+        elif stop_after and until:
+            until = stop_after
         write_recovery_settings(target, plan, wal_fetch_command(config.repository, config.encryption, spool,
                                                                 opts.wal_prefetch, opts.wal_fetch_retry_s,
-                                                                plan.wal_until_segment), extra)
+                                                                until, stop_after), extra)
         if network == NETWORK_SOURCE:
             log.warning("the restored server keeps the source's listen_addresses and pg_hba.conf: a copy of the "
                         "source's data, reachable from wherever the source was")

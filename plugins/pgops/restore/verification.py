@@ -118,6 +118,28 @@ class Expected:
     missing_because: str | None = None
 
 
+def stop_after(inv: Inventory, plan: RestorePlan) -> str | None:
+    """Where a drill of the latest point ends recovery: the last segment of the newest
+    shipping run it compares with (:func:`expected_sentinel`), so that WAL a run ships
+    during the drill, or whose point file it had not written yet when the repository was
+    scanned, cannot carry the restored state past that run's sentinel. None otherwise."""
+    if plan.kind != "latest":
+        return None
+    newest = _newest_point(inv, plan)
+    return wal.segment_of(newest.timeline, newest.lsn - 1, inv.segment_size).name if newest else None
+
+
+def _points_after(inv: Inventory, rec) -> list:
+    """The shipping runs after backup ``rec`` that its gap-free WAL reaches."""
+    _, wal_end = wal_reach(rec, inv.segments(), inv.segment_size)
+    return [p for p in inv.points if p.timeline == rec.timeline and p.lsn <= wal_end and p.time > rec.stop_time]
+
+
+def _newest_point(inv: Inventory, plan: RestorePlan):
+    """The newest shipping run the backup's gap-free WAL reaches, after the backup."""
+    return max(_points_after(inv, plan.record), key=lambda p: (p.lsn, p.time), default=None)
+
+
 def expected_sentinel(inv: Inventory, plan: RestorePlan) -> Expected:
     """What the restore of ``plan`` must contain (pure, over the catalog).
 
@@ -131,12 +153,11 @@ def expected_sentinel(inv: Inventory, plan: RestorePlan) -> Expected:
     rec = plan.record
     own = Sentinel.from_json(rec.sentinel) if rec.sentinel else None
     own_missing = rec.sentinel_error or "the backup recorded no sentinel"
-    _, wal_end = wal_reach(rec, inv.segments(), inv.segment_size)
-    points = [p for p in inv.points if p.timeline == rec.timeline and p.lsn <= wal_end and p.time > rec.stop_time]
+    points = _points_after(inv, rec)
     if plan.kind == "latest":
-        if not points:
+        newest = _newest_point(inv, plan)
+        if newest is None:
             return Expected(own, False, None if own else own_missing)
-        newest = max(points, key=lambda p: (p.lsn, p.time))
         if not newest.sentinel_facts:
             return Expected(None, False, newest.sentinel_error or f"the shipping run {newest.key} recorded no sentinel")
         return Expected(Sentinel.from_json(newest.sentinel_facts), True)
@@ -304,7 +325,7 @@ def verify_restore(config: PgopsConfig, repo: Repository, request: RestoreReques
         result = run_restore(
             config, repo, request, datadir, start=True, port=port, socket_dir=socket_dir, now=started,
             server_settings={"archive_mode": "off", "logging_collector": "off"},
-            on_planned=lambda p: planned.setdefault("plan", p), inventory=inv)
+            on_planned=lambda p: stop_after(inv, planned.setdefault("plan", p)), inventory=inv)
         plan = planned["plan"]
         evidence.backup_id, evidence.plan = result.backup_id, result.plan
         evidence.recovery_settings = plan.recovery_settings
@@ -379,8 +400,9 @@ def run_checks(config: PgopsConfig, inv: Inventory, plan: RestorePlan, recovery:
             return PASSED, f"stopped {recovery.get('stopped_at', '?')}; last commit {last_commit}, target {target}"
         if plan.kind == "lsn" and replayed < wal.parse_lsn(plan.recovery_settings["recovery_target_lsn"]):
             return FAILED, f"replayed to {lsn}, short of {plan.recovery_settings['recovery_target_lsn']}"
-        if plan.kind == "latest" and plan.wal_until_segment:
-            last = wal.parse_segment(plan.wal_until_segment, inv.segment_size)
+        until = stop_after(inv, plan) or plan.wal_until_segment
+        if plan.kind == "latest" and until:
+            last = wal.parse_segment(until, inv.segment_size)
             if replayed < last.start_lsn:
                 return FAILED, (f"replayed to {lsn}, short of the last shipped segment {last.name}: recovery "
                                 "stopped before the end of the archive")

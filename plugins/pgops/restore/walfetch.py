@@ -103,14 +103,29 @@ def _listing(repo: Repository, name: str) -> dict[str, str]:
     return keys
 
 
+def beyond(name: str, stop_after: str | None, segment_size: int = wal.DEFAULT_SEGMENT_SIZE) -> bool:
+    """Whether ``name`` is a segment after ``stop_after`` on its timeline."""
+    if not stop_after or not wal.is_segment_name(name):
+        return False
+    seg, last = wal.parse_segment(name, segment_size), wal.parse_segment(stop_after, segment_size)
+    return seg.timeline == last.timeline and seg.number > last.number
+
+
 def fetch_wal(repo: Repository, name: str, dest: Path, *, spool: Path | None = None, prefetch: int = 8,
-              segment_size: int = wal.DEFAULT_SEGMENT_SIZE, expect_until: str | None = None) -> bool:
+              segment_size: int = wal.DEFAULT_SEGMENT_SIZE, expect_until: str | None = None,
+              stop_after: str | None = None) -> bool:
     """Put WAL file ``name`` at ``dest``; False when the repository has no such file.
 
     ``expect_until`` (the restore plan's last gap-free segment): a segment up to it on
     its timeline was in the repository when the restore was planned, so its absence now
     (pruned meanwhile, deleted, damaged) is an error, never the end of the archive.
+    ``stop_after``: recovery ends after this segment, as if the archive ended there (the
+    restore test recovers exactly to the shipping run whose sentinel it compares with,
+    whatever WAL is shipped meanwhile).
     """
+    if beyond(name, stop_after, segment_size):
+        log.info("wal-fetch: %s is after %s, where this recovery stops", name, stop_after)
+        return False
     if take_prefetched(name, dest, spool):
         log.info("wal-fetch: %s from the prefetch spool", name)
         return True
@@ -134,6 +149,8 @@ def fetch_wal(repo: Repository, name: str, dest: Path, *, spool: Path | None = N
         seg = wal.parse_segment(name, segment_size)
         for _ in range(prefetch - 1):
             seg = seg.next()
+            if beyond(seg.name, stop_after, segment_size):
+                break
             if seg.name in keys and not (spool / seg.name).exists():
                 ahead.append((seg.name, keys[seg.name]))
         spool.mkdir(mode=0o700, parents=True, exist_ok=True)
