@@ -105,3 +105,20 @@ def test_a_stale_wal_run_does_nothing_and_stays_green(backup_env, airflow_db, mo
     assert run.state == "success"
     assert states(run) == {"ship_wal": "skipped", "announce_chain_break": "skipped",
                            "fail_on_chain_break": "skipped"}
+
+
+def test_airflow_itself_refuses_a_backfill_of_the_backup_and_restore_dags(airflow_db):
+    """What the UI and the REST API call to create a backfill refuses these DAGs
+    (allowed_run_types): no green "Success" runs that took no backup."""
+    from datetime import datetime, timezone
+
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+    from airflow.exceptions import DagRunTypeNotAllowed
+    from airflow.models.backfill import _create_backfill
+
+    sync_bag_to_db(DagBag(dag_folder=str(ROOT / "dags")), "dags-folder", None)
+    window = {"from_date": datetime(2026, 11, 1, tzinfo=timezone.utc), "to_date": datetime(2026, 11, 3, tzinfo=timezone.utc),
+              "max_active_runs": 1, "reverse": False, "dag_run_conf": None, "triggering_user_name": "test"}
+    for dag_id in ("pgops_full_backup", "pgops_wal_shipping", "pgops_restore_verification"):
+        with pytest.raises(DagRunTypeNotAllowed, match="does not allow backfill runs"):
+            _create_backfill(dag_id=dag_id, **window)
