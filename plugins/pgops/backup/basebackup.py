@@ -158,8 +158,8 @@ class _Stderr:
 
 def prepare(config: PgopsConfig, repo: Repository, conn, backup_id: str
             ) -> tuple[ServerIdentity, Path, tuple[Sentinel | None, str | None]]:
-    """Checks and set-up before any work, in the backup's one session (``conn``, as the
-    backup role): the server's identity, the repository reachable and holding this
+    """Checks and set-up before any work, in one session (``conn``, as the backup role;
+    the WAL hold has a session of its own, see :func:`run_full_backup`): the server's identity, the repository reachable and holding this
     system's backups, the matching pg_basebackup, pgops' replication slot (created before
     the backup starts, so every WAL segment from the backup's start on is kept for WAL
     shipping: the backup starts a gap-free chain), no objects yet under this backup's id,
@@ -219,8 +219,7 @@ def run_full_backup(
 
 def _take_backup(config: PgopsConfig, repo: Repository, clock: Callable[[], datetime], started: datetime,
                  backup_id: str, server: ServerIdentity, bindir: Path,
-                 sentinel: tuple[Sentinel | None, str | None], hold_ok: Callable[[], bool] = lambda: True,
-                 ) -> catalog.BackupRecord:
+                 sentinel: tuple[Sentinel | None, str | None], hold_ok: Callable[[], bool]) -> catalog.BackupRecord:
     """Run pg_basebackup into ``repo`` and commit the backup (see :func:`run_full_backup`).
     ``hold_ok`` says whether the WAL hold still stands (checked before the start and
     after a failure, so that a lost hold is named)."""

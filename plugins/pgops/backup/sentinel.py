@@ -190,7 +190,11 @@ def record_sentinel(conn: psycopg.Connection, kind: str, token: str, count_table
         raise
     except PgopsError as exc:
         reason = f"the sentinel {token} could not be written: {exc}"
-        log.warning("%s; going on without it (a restore test that expects this sentinel fails its sentinel check naming this)", reason)
-        with conn.transaction():
-            conn.execute(dict(steps("backup/write_sentinel.sql"))["bare_commit"])
+        log.warning("%s; going on without it (a restore test that expects this sentinel fails its sentinel "
+                    "check naming this)", reason)
+        try:
+            with conn.transaction():
+                conn.execute(dict(steps("backup/write_sentinel.sql"))["bare_commit"])
+        except psycopg.Error as bare:
+            raise TransientError(f"{reason}; and the empty commit in its place failed too: {bare}") from bare
         return None, reason

@@ -103,12 +103,19 @@ def _listing(repo: Repository, name: str) -> dict[str, str]:
     return keys
 
 
+def _after(name: str, ref: str | None, segment_size: int) -> int | None:
+    """How many segments ``name`` lies after segment ``ref`` (negative: before), or None
+    when either is missing, not a segment, or they are on different timelines."""
+    if not ref or not wal.is_segment_name(name):
+        return None
+    seg, last = wal.parse_segment(name, segment_size), wal.parse_segment(ref, segment_size)
+    return seg.number - last.number if seg.timeline == last.timeline else None
+
+
 def beyond(name: str, stop_after: str | None, segment_size: int = wal.DEFAULT_SEGMENT_SIZE) -> bool:
     """Whether ``name`` is a segment after ``stop_after`` on its timeline."""
-    if not stop_after or not wal.is_segment_name(name):
-        return False
-    seg, last = wal.parse_segment(name, segment_size), wal.parse_segment(stop_after, segment_size)
-    return seg.timeline == last.timeline and seg.number > last.number
+    after = _after(name, stop_after, segment_size)
+    return after is not None and after > 0
 
 
 def fetch_wal(repo: Repository, name: str, dest: Path, *, spool: Path | None = None, prefetch: int = 8,
@@ -136,12 +143,11 @@ def fetch_wal(repo: Repository, name: str, dest: Path, *, spool: Path | None = N
         # that the URL points at nothing (a typo, an unmounted disk, a wrong bucket).
         if not repo.exists(IDENTITY_KEY):
             raise ConfigError(f"{repo.location} is not a pgops repository (no {IDENTITY_KEY}): check --repository")
-        if expect_until and wal.is_segment_name(name):
-            seg, last = wal.parse_segment(name, segment_size), wal.parse_segment(expect_until, segment_size)
-            if seg.timeline == last.timeline and seg.number <= last.number:
-                raise IntegrityError(f"{name} is missing from {repo.location}, but the restore was planned with "
-                                     f"WAL up to {expect_until}: it disappeared (pruned or deleted?). Stopping "
-                                     "recovery rather than ending it at a gap")
+        after = _after(name, expect_until, segment_size)
+        if after is not None and after <= 0:
+            raise IntegrityError(f"{name} is missing from {repo.location}, but the restore was planned with "
+                                 f"WAL up to {expect_until}: it disappeared (pruned or deleted?). Stopping "
+                                 "recovery rather than ending it at a gap")
         log.info("wal-fetch: %s is not in %s", name, repo.location)
         return False
     ahead: list[tuple[str, str]] = []
