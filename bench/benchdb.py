@@ -15,6 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
 
+from pgops.config import parse_config  # noqa: E402
 from pgops.devstack import seed  # noqa: E402
 from pgops.postgres.cluster import (  # noqa: E402
     FIXIA_HBA_LINES, FIXIA_SERVER_SETTINGS, LocalCluster, as_server_user, chown_to_server_user, free_port,
@@ -66,8 +67,9 @@ def pgbench_cluster(work: Path, scale: int, extra_settings: dict | None = None):
             seed.create_database(conn, "fixia")
             size = conn.execute("SELECT pg_size_pretty(sum(pg_database_size(datname))) FROM pg_database").fetchone()[0]
         with connect_params(cluster.superuser_params("fixia"), application_name="bench", statement_timeout_s=600) as conn:
-            seed.apply_schema(conn)
-            seed.set_role_password(conn, "pgops_backup", password)
+            seed.apply_schema(conn)  # empty Fixia tables: the sentinel counts them, as in production
+        seed.install_pgops(cluster.superuser_params("fixia"), parse_config({"setup": {"lines": ["core", "fixia"]}}),
+                           {"pgops_backup": password})
         os.environ["AIRFLOW_CONN_PGOPS_BACKUP"] = json.dumps({
             "conn_type": "postgres", "host": "127.0.0.1", "port": cluster.port, "login": "pgops_backup",
             "password": password, "schema": "fixia"})

@@ -49,10 +49,98 @@ def cmd_config_docs(args: argparse.Namespace) -> int:
 def cmd_preflight(args: argparse.Namespace) -> int:
     from pgops.monitoring import preflight
 
-    findings = preflight.run(_config(args))
-    for finding in findings:
-        print(finding)
-    print("preflight passed")
+    report = preflight.run(_config(args))
+    print(json.dumps(report.to_json(), indent=2) if args.json else report.table())
+    return 0 if report.ok else ConfigError.exit_code
+
+
+def _dsn_params(dsn: str) -> dict:
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        return conninfo_to_dict(dsn)
+    except Exception as exc:  # psycopg's ProgrammingError: say which argument, never echo a password
+        raise ConfigError(f"--dsn is not a libpq connection string or URI: {type(exc).__name__}") from None
+
+
+def _db_session(args: argparse.Namespace, config, job: str, *, autocommit: bool = True):
+    """A session for the ``db`` commands: ``--dsn`` (libpq string or URI; password from
+    PGPASSWORD or ~/.pgpass), else the owner role's Airflow connection."""
+    from pgops.postgres.session import connect, connect_params
+
+    if args.dsn is not None:
+        return connect_params(_dsn_params(args.dsn), application_name=f"{config.database.application_name}:{job}",
+                              statement_timeout_s=config.database.statement_timeout_s,
+                              connect_timeout_s=config.database.connect_timeout_s, autocommit=autocommit)
+    if job == "setup":
+        raise ConfigError(f"pgops db {args.db_command} needs --dsn: a superuser's connection to the database (libpq string or "
+                          "URI, password from PGPASSWORD or ~/.pgpass); or --print-sql with any role's --dsn")
+    return connect(config.database.owner_conn_id, config.database, job=job, autocommit=autocommit)
+
+
+def cmd_db_setup(args: argparse.Namespace) -> int:
+    from pgops.database import setup
+
+    config = _config(args)
+    with _db_session(args, config, "setup") as conn:
+        facts = setup.gather(conn, config)
+        plan = setup.plan_setup(facts, config, client_address=args.client_address)
+        if args.print_sql:
+            sys.stdout.write(plan.render(f"pgops db setup for database {facts['database']}"))
+            return 3 if plan.refusals else 0
+        setup.require_superuser(facts)
+        setup.apply(conn, plan)
+    print(f"pgops db setup: {len(plan.steps)} statement(s) run" + ("" if plan.steps else ": everything was in place"))
+    for note in plan.notes:
+        print(f"needs a DBA: {note}")
+    print("next: pgops db upgrade (as the owner role, or --dsn of a superuser), then pgops preflight")
+    return 0
+
+
+def cmd_db_teardown(args: argparse.Namespace) -> int:
+    from pgops.database import setup
+
+    if not args.print_sql:
+        raise ConfigError("pgops db teardown only prints the SQL that removes pgops (--print-sql): review it, then "
+                          "run it as a superuser")
+    config = _config(args)
+    with _db_session(args, config, "setup") as conn:
+        facts = setup.gather(conn, config)
+    plan = setup.plan_teardown(facts, config)
+    sys.stdout.write(plan.render(f"pgops db teardown for database {facts['database']}"))
+    return 3 if plan.refusals else 0
+
+
+def cmd_db_migrate(args: argparse.Namespace) -> int:
+    from pgops.database import migrations
+
+    config = _config(args)
+    action = args.db_command
+    if getattr(args, "sql", False):
+        if action == "downgrade" and ":" not in args.revision:
+            raise ConfigError("downgrade --sql needs FROM:TO (offline, pgops cannot read where the database is)")
+        sys.stdout.write(migrations.offline_sql(config, args.revision, downgrade_from=action == "downgrade"))
+        return 0
+
+    def session():
+        return _db_session(args, config, "migrate", autocommit=False)
+
+    if action == "upgrade":
+        versions = migrations.upgrade(config, session, args.revision)
+    elif action == "downgrade":
+        versions = migrations.downgrade(config, session, args.revision)
+    else:
+        versions = migrations.current(config, session)
+    view = migrations.status(config, set(versions))
+    print(json.dumps(view, indent=2))
+    return 0
+
+
+def cmd_db_history(args: argparse.Namespace) -> int:
+    from pgops.database import migrations
+
+    for rev in migrations.revisions():
+        print(f"{rev.revision:<12} {rev.line:<6} after {rev.down_revision or 'base':<12} {rev.doc.splitlines()[0]}")
     return 0
 
 
@@ -308,8 +396,48 @@ def build_parser() -> argparse.ArgumentParser:
                          "there")
     wf.set_defaults(func=cmd_wal_fetch, needs_airflow=False)
 
-    pre = sub.add_parser("preflight", help="check that the database is set up for pgops (as the monitoring role)")
+    pre = sub.add_parser("preflight", help="check, per job, what each configured pgops job needs; exit 2 on a failure",
+                         description="Checks, for each job, what it needs from the database and the server (as the "
+                         "monitoring role, and the backup role over the replication protocol), and names the fix "
+                         "for each failure. See docs/setup.md.")
+    pre.add_argument("--json", action="store_true", help="the stable JSON form instead of the table")
     pre.set_defaults(func=cmd_preflight)
+
+    db = sub.add_parser("db", help="install pgops on a database, and migrate its objects (docs/setup.md)")
+    db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    dsn_help = ("libpq connection string or URI (password from PGPASSWORD or ~/.pgpass); default: the Airflow "
+                "connection database.owner_conn_id")
+    stp = db_sub.add_parser(
+        "setup", help="create pgops' roles and schema (as a superuser), or print the SQL for a DBA",
+        description="Plans what is missing (roles of setup.*_role, CONNECT, schema pgops, the backup role's grants) "
+        "and runs it in one transaction. Never revokes from PUBLIC, changes an owner or touches a role pgops did "
+        "not create; prints what needs a DBA (pg_hba.conf lines, server settings, passwords). Idempotent.")
+    stp.add_argument("--dsn", metavar="DSN", help="a superuser's connection (any role's with --print-sql)")
+    stp.add_argument("--print-sql", action="store_true", help="print the plan as SQL for a DBA; change nothing")
+    stp.add_argument("--client-address", metavar="CIDR",
+                     help="where pgops' jobs connect from, for the printed pg_hba.conf lines (default: the address "
+                     "this command connects from)")
+    stp.set_defaults(func=cmd_db_setup)
+    up = db_sub.add_parser("upgrade", help="run migrations up to REV (default: the head of each line in setup.lines)")
+    up.add_argument("revision", nargs="?", metavar="REV", help="core@head, fixia_0001, ... (default: every configured "
+                    "line's head)")
+    up.add_argument("--dsn", metavar="DSN", help=dsn_help)
+    up.add_argument("--sql", action="store_true", help="print the SQL instead (Alembic's offline mode), from base")
+    up.set_defaults(func=cmd_db_migrate)
+    down = db_sub.add_parser("downgrade", help="undo migrations down to REV (core@base, fixia@base, a revision)")
+    down.add_argument("revision", metavar="REV")
+    down.add_argument("--dsn", metavar="DSN", help=dsn_help)
+    down.add_argument("--sql", action="store_true", help="print the SQL instead; REV is FROM:TO")
+    down.set_defaults(func=cmd_db_migrate)
+    cur = db_sub.add_parser("current", help="the applied versions, against the configured heads")
+    cur.add_argument("--dsn", metavar="DSN", help=dsn_help)
+    cur.set_defaults(func=cmd_db_migrate)
+    hist = db_sub.add_parser("history", help="every migration, per line")
+    hist.set_defaults(func=cmd_db_history, needs_airflow=False)
+    td = db_sub.add_parser("teardown", help="print the SQL that removes pgops from the database (--print-sql)")
+    td.add_argument("--dsn", metavar="DSN", help=dsn_help)
+    td.add_argument("--print-sql", action="store_true", help="print it (pgops never runs it itself)")
+    td.set_defaults(func=cmd_db_teardown)
     return parser
 
 

@@ -143,7 +143,11 @@ class DatabaseConfig(_Section):
     )
     monitor_conn_id: str = Field("pgops_monitor", description="Role in pg_monitor.")
     maintenance_conn_id: str = Field(
-        "pgops_maintenance", description="Owner of the partitioned tables and materialized views."
+        "pgops_maintenance", description="Role of the partition and materialized-view jobs."
+    )
+    owner_conn_id: str = Field(
+        "pgops_owner", description="Role that owns schema pgops and runs its migrations (`pgops db upgrade`, "
+        "the pgops_db_migrate DAG); no other job uses it."
     )
     application_name: str = Field(
         "pgops", max_length=40, description="Prefix of application_name on every session."
@@ -155,6 +159,63 @@ class DatabaseConfig(_Section):
     lock_timeout_s: int = Field(
         5, ge=1, le=3600, description="lock_timeout of sessions that run DDL."
     )
+
+
+MIGRATION_LINES = ("core", "fixia")
+
+
+class SetupConfig(_Section):
+    """pgops' own roles and objects in the database (docs/setup.md).
+
+    `pgops db setup` (once, by a superuser, or `--print-sql` for a DBA) creates the four roles
+    and schema `pgops`; `pgops db upgrade` then runs the migrations of the lines listed
+    here. The roles are pgops' own: set-up refuses a name that an existing role not
+    created by pgops already has, rather than change that role.
+    """
+
+    backup_role: str = Field("pgops_backup", description="LOGIN REPLICATION; may switch WAL and write the "
+                             "sentinel; reads the counted tables (restore_verification.count_tables).")
+    monitor_role: str = Field("pgops_monitor", description="LOGIN, member of pg_monitor; reads schema pgops.")
+    maintenance_role: str = Field("pgops_maintenance", description="LOGIN; the partition and "
+                                  "materialized-view jobs' role.")
+    owner_role: str = Field("pgops_owner", description="LOGIN; owns schema pgops and everything in it, and "
+                            "runs the migrations.")
+    lines: list[Literal["core", "fixia"]] = Field(
+        default_factory=lambda: ["core"],
+        description="Migration lines to keep at their head: `core` (what every pgops job needs on any "
+        "database: schema pgops, the sentinel table) and `fixia` (the Fixia reference schema's own objects; "
+        "only on Fixia's database). `core` is always needed.",
+    )
+
+    @field_validator("backup_role", "monitor_role", "maintenance_role", "owner_role")
+    @classmethod
+    def _role(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError("role names are lower-case letters, digits and _, at most 63, not starting with a digit")
+        if value.startswith("pg_") or value == "public":
+            raise ValueError("names starting with pg_, and public, are reserved by PostgreSQL")
+        return value
+
+    @field_validator("lines")
+    @classmethod
+    def _lines(cls, value: list[str]) -> list[str]:
+        if "core" not in value:
+            raise ValueError("must include 'core': every pgops job needs it")
+        if len(set(value)) != len(value):
+            raise ValueError("lists a line twice")
+        return sorted(value, key=MIGRATION_LINES.index)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> SetupConfig:
+        names = [self.backup_role, self.monitor_role, self.maintenance_role, self.owner_role]
+        if len(set(names)) != len(names):
+            raise ValueError(f"the four roles need four different names, got {names}")
+        return self
+
+    def roles(self) -> dict[str, str]:
+        """Job → role name."""
+        return {"backup": self.backup_role, "monitor": self.monitor_role,
+                "maintenance": self.maintenance_role, "owner": self.owner_role}
 
 
 class BackupConfig(_Section):
@@ -394,6 +455,7 @@ class PgopsConfig(_Section):
 
     repository: RepositoryConfig = Field(default_factory=RepositoryConfig)
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    setup: SetupConfig = Field(default_factory=SetupConfig)
     backup: BackupConfig = Field(default_factory=BackupConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     encryption: EncryptionConfig = Field(default_factory=EncryptionConfig)

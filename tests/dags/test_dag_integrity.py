@@ -119,3 +119,13 @@ def test_target_time_param_is_a_date_time(dagbag):
     params.get_param("target_time").resolve("2026-11-25T03:00:00+00:00")
     with pytest.raises(ParamValidationError):
         params.get_param("target_time").resolve("yesterday at three")
+
+
+def test_the_migration_dag_runs_only_when_asked(dagbag):
+    """pgops_db_migrate changes the database's objects: manual runs only (no schedule, no
+    backfill), and its action is one of the three the form offers."""
+    dag = dagbag.dags["pgops_db_migrate"]
+    assert type(dag.timetable).__name__ == "NullTimetable"
+    assert {str(getattr(t, "value", t)) for t in dag.allowed_run_types} == {"manual"}
+    assert dag.params.get_param("action").schema["enum"] == ["upgrade", "downgrade", "current"]
+    assert dag.params["action"] == "upgrade" and dag.params["revision"] is None

@@ -54,18 +54,26 @@ def start_cluster(settings=None, hba=None) -> LocalCluster:
     return cluster
 
 
+#: The configuration Fixia's servers are installed with: both migration lines.
+FIXIA_SETUP = {"setup": {"lines": ["core", "fixia"]}}
+
+
 def make_fixia(cluster: LocalCluster, scale: int | None) -> FixiaServer:
+    """The Fixia reference database (application schema, roles, data at ``scale``), with
+    pgops installed on it as an operator would: ``pgops db setup`` and ``upgrade``."""
+    from pgops.config import parse_config
+
     with connect_params(cluster.superuser_params(), application_name="pgops:test", statement_timeout_s=60) as admin:
         seed.create_database(admin, "fixia")
-    passwords = {role: secrets.token_urlsafe(16) for role in seed.JOB_ROLES}
+    config = parse_config(FIXIA_SETUP)
+    passwords = {role: secrets.token_urlsafe(16) for role in config.setup.roles().values()}
     server = FixiaServer(cluster, "fixia", passwords)
     with server.superuser() as conn:
         seed.apply_schema(conn)
-        for role, password in passwords.items():
-            seed.set_role_password(conn, role, password)
         if scale:
             seed.generate(conn, scale, ANCHOR)
             seed.apply_schema(conn)
+    seed.install_pgops(cluster.superuser_params("fixia"), config, passwords)
     return server
 
 

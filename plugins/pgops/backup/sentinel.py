@@ -1,5 +1,5 @@
 """The restore sentinel: a row the backup jobs write just before each full backup and
-each WAL switch (table ``pgops.backup_sentinel``, created by ``include/sql/pgops/roles.sql``).
+each WAL switch (table ``pgops.backup_sentinel``, created by the core migrations: ``pgops db upgrade``).
 
 In the same REPEATABLE READ transaction pgops records the row counts of the configured
 tables (``restore_verification.count_tables``) and the list of tables and indexes.
@@ -154,11 +154,12 @@ def write_sentinel(conn: psycopg.Connection, kind: str, token: str, count_tables
             written_at, xid = conn.execute(text["insert"], {"kind": kind, "token": token}).fetchone()
     except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as exc:
         raise ConfigError(
-            f"{exc.diag.message_primary}: run include/sql/pgops/roles.sql in the database as a superuser "
-            f"(it creates {TABLE} and grants pgops_backup what it needs)") from exc
+            f"{exc.diag.message_primary}: pgops is not installed on this database, or not migrated: run "
+            f"pgops db setup (as a superuser), then pgops db upgrade; it creates {TABLE} and grants the backup "
+            "role what it needs (docs/setup.md)") from exc
     except psycopg.errors.InsufficientPrivilege as exc:
-        raise ConfigError(f"the backup role lacks a privilege ({exc.diag.message_primary}): re-run "
-                          "include/sql/pgops/roles.sql") from exc
+        raise ConfigError(f"the backup role lacks a privilege ({exc.diag.message_primary}): run pgops db setup "
+                          "and pgops db upgrade again (pgops preflight names what is missing)") from exc
     except psycopg.errors.QueryCanceled as exc:
         raise ConfigError(f"writing the sentinel row timed out ({exc.diag.message_primary}): is {TABLE} "
                           "locked?") from exc

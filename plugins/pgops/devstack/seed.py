@@ -1,7 +1,10 @@
-"""Create the Fixia reference database: schema, roles and deterministic synthetic data.
+"""Create the Fixia reference database: schema, the application's roles, deterministic
+synthetic data; then install pgops on it the way an operator would.
 
 All the data is generated inside PostgreSQL, set-based (``include/sql/fixia/generate.sql``);
-Python only sends the steps, times them and logs progress.
+Python only sends the steps, times them and logs progress. pgops itself is installed by
+:func:`install_pgops`: the code of ``pgops db setup`` and ``pgops db upgrade``, then the
+passwords an operator's secrets store would set.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pgops.errors import IntegrityError
 from pgops.postgres import sqlfiles
@@ -17,9 +20,10 @@ from pgops.postgres import sqlfiles
 if TYPE_CHECKING:
     import psycopg
 
-log = logging.getLogger(__name__)
+    from pgops.config import PgopsConfig
+    from pgops.database.setup import Plan
 
-JOB_ROLES = ("pgops_backup", "pgops_monitor", "pgops_maintenance")
+log = logging.getLogger(__name__)
 
 
 def create_database(admin: psycopg.Connection, dbname: str) -> bool:
@@ -34,10 +38,28 @@ def create_database(admin: psycopg.Connection, dbname: str) -> bool:
 
 
 def apply_schema(conn: psycopg.Connection) -> None:
-    """Extensions, tables, indexes and roles; safe to re-run."""
+    """The application's side: extensions, tables, indexes, its own roles and owners;
+    safe to re-run. Nothing of pgops."""
     conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
     conn.execute(sqlfiles.load("fixia/schema.sql"))
-    conn.execute(sqlfiles.load("pgops/roles.sql"))
+    conn.execute(sqlfiles.load("fixia/roles.sql"))
+
+
+def install_pgops(superuser: dict[str, Any], config: PgopsConfig, passwords: dict[str, str]) -> Plan:
+    """pgops on the database ``superuser`` (libpq parameters) names: ``pgops db setup``,
+    the passwords (``passwords``: role → password, as a secrets store would set them),
+    then ``pgops db upgrade``. Returns the set-up plan that was applied."""
+    from pgops.database import migrations, setup
+    from pgops.postgres.session import connect_params
+
+    with connect_params(superuser, application_name="pgops:setup", statement_timeout_s=600) as conn:
+        plan = setup.setup_database(conn, config)
+        for role, password in passwords.items():
+            set_role_password(conn, role, password)
+    migrations.upgrade(config, lambda: connect_params(superuser, application_name="pgops:migrate",
+                                                      statement_timeout_s=config.database.statement_timeout_s,
+                                                      autocommit=False))
+    return plan
 
 
 def set_role_password(conn: psycopg.Connection, role: str, password: str) -> None:

@@ -5,8 +5,9 @@ stopped. It brings up, in order:
 
 1. PostgreSQL 15 for Fixia (``var/pg``, port 55432, run as the postgres OS user):
    ``wal_level=replica``, replication on loopback, pg_stat_statements, data checksums;
-2. the Fixia database, its roles (one per pgops job, random passwords kept in
-   ``var/secrets``) and synthetic data (scale ``$PGOPS_SCALE``, default 1);
+2. the Fixia database, its application roles and synthetic data (scale ``$PGOPS_SCALE``,
+   default 1); then pgops installed on it as on any database: ``pgops db setup`` (one
+   role per job, random passwords kept in ``var/secrets``) and ``pgops db upgrade``;
 3. a local backup repository (``var/repository``);
 4. Airflow standalone (``var/airflow``, SQLite) with the project's DAGs, unpaused,
    its connections passed as ``AIRFLOW_CONN_*`` variables from ``var/secrets/pgops.env``;
@@ -47,10 +48,12 @@ DBNAME = "fixia"
 # then a restore drill of them.
 MAIN_DAGS = ("pgops_full_backup", "pgops_wal_shipping")
 DRILL_DAG = "pgops_restore_verification"
+# The configuration's role of each job → its Airflow connection (config.database.*_conn_id).
 ROLE_CONNECTIONS = {
     "pgops_backup": "pgops_backup",
     "pgops_monitor": "pgops_monitor",
     "pgops_maintenance": "pgops_maintenance",
+    "pgops_owner": "pgops_owner",
 }
 
 
@@ -93,8 +96,16 @@ class Stack:
         self.secrets_dir.mkdir(parents=True, exist_ok=True)
         self.secrets_dir.chmod(0o700)
         if path.exists():
-            return json.loads(path.read_text())
+            passwords = json.loads(path.read_text())
+            missing = {role: secrets.token_urlsafe(24) for role in ROLE_CONNECTIONS if role not in passwords}
+            if missing:  # a stack made before a role was added
+                path.unlink()
+                return self._write_passwords(path, {**passwords, **missing})
+            return passwords
         passwords = {role: secrets.token_urlsafe(24) for role in ROLE_CONNECTIONS}
+        return self._write_passwords(path, passwords)
+
+    def _write_passwords(self, path: Path, passwords: dict[str, str]) -> dict[str, str]:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             json.dump(passwords, fh)
@@ -178,6 +189,7 @@ class Stack:
             raise StackError(f"PostgreSQL failed to start: {exc}\n  log: {cluster.logfile}") from exc
 
     def up_database(self, scale: int) -> None:
+        from pgops.config import load_config
         from pgops.devstack import seed
         from pgops.postgres.session import connect_params
 
@@ -189,15 +201,19 @@ class Stack:
             with connect_params(self.cluster.superuser_params(DBNAME), application_name="pgops:setup",
                                 statement_timeout_s=3600) as conn:
                 seed.apply_schema(conn)
-                for role, password in self._passwords().items():
-                    seed.set_role_password(conn, role, password)
                 if seed.is_seeded(conn):
                     self._step("Fixia data already loaded")
                 else:
                     self._step(f"loading Fixia data at scale {scale} (progress below)")
                     anchor = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
                     seed.generate(conn, scale, anchor)
-                    seed.apply_schema(conn)  # ownership and grants of the loaded tables
+                    seed.apply_schema(conn)  # the application's ownership and grants of the loaded tables
+            config = load_config(self.root / "config" / "pgops.yaml")
+            self._step("installing pgops on it: pgops db setup, then pgops db upgrade "
+                       f"(lines: {', '.join(config.setup.lines)})")
+            plan = seed.install_pgops(self.cluster.superuser_params(DBNAME), config, self._passwords())
+            self._step(f"pgops db setup: {len(plan.steps)} statement(s) run"
+                       + ("" if plan.steps else " (everything was in place)"))
         except PgopsError as exc:
             raise StackError(f"setting up the Fixia database failed: {exc}\n  log: {self.cluster.logfile}") from exc
 

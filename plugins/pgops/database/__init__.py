@@ -1,0 +1,1 @@
+"""pgops' own objects in the database: set-up of its roles and schema, its migrations."""
