@@ -335,3 +335,77 @@ def test_setup_refuses_without_a_superuser(installed, capsys):
     assert pgops("db", "setup", "--dsn", dsn) == 2
     assert "must run as a superuser" in capsys.readouterr().err
     assert setup.COMMENT_PREFIX == "pgops "
+
+
+def extra_migrations(tmp_path, monkeypatch, specs: list[tuple[str, str, str, str]]) -> None:
+    """Copies of the migrations and SQL with ``specs`` (revision, down revision, up SQL,
+    down SQL) added on the core line, in use for the rest of the test."""
+    from pgops.database import migrations
+
+    scripts, sql = tmp_path / "alembic", tmp_path / "sql"
+    shutil.copytree(migrations.SCRIPT_DIR, scripts)
+    shutil.copytree(sqlfiles.SQL_ROOT, sql)
+    for revision, down, up_sql, down_sql in specs:
+        number = revision.split("_")[1]
+        (scripts / "versions" / f"{revision}_test.py").write_text(
+            f'"""{revision}: a test migration."""\nfrom pgops.database.migrations import sql_migration\n'
+            f'revision = "{revision}"\ndown_revision = "{down}"\nbranch_labels = None\ndepends_on = None\n'
+            f'upgrade, downgrade = sql_migration(revision, "core/{number}_test", __file__)\n')
+        (sql / "migrations" / "core" / f"{number}_test.up.sql").write_text(up_sql)
+        (sql / "migrations" / "core" / f"{number}_test.down.sql").write_text(down_sql)
+    monkeypatch.setattr(migrations, "SCRIPT_DIR", scripts)
+    monkeypatch.setattr(sqlfiles, "SQL_ROOT", sql)
+
+
+def test_a_concurrent_index_migration_runs_outside_a_transaction_and_lock_waits_are_bounded(
+        installed, tmp_path, monkeypatch, capsys):
+    """``-- transaction: none`` runs CREATE INDEX CONCURRENTLY (which PostgreSQL refuses in
+    a transaction block). A migration that must wait for a lock gives up after
+    lock_timeout with a TransientError (exit 75) and is not recorded; the ones before it
+    stay applied; once the lock is gone, a rerun completes (the concurrent migration
+    first drops the invalid index its failed try may have left)."""
+    cluster, config, base, *_ = installed
+    extra_migrations(tmp_path, monkeypatch, [
+        ("core_0002", "core_0001",
+         "-- test\n-- locks: SHARE UPDATE EXCLUSIVE (writes go on), CONCURRENTLY\n-- transaction: none\n\n"
+         "-- step: leftover\n-- an invalid index a failed earlier try left behind\n"
+         "DROP INDEX CONCURRENTLY IF EXISTS pgops.backup_sentinel_token\n\n"
+         "-- step: index\nCREATE INDEX CONCURRENTLY backup_sentinel_token ON pgops.backup_sentinel (token)\n",
+         "-- test\n-- locks: none\n-- transaction: none\n\n-- step: index\n"
+         "DROP INDEX CONCURRENTLY pgops.backup_sentinel_token\n"),
+        ("core_0003", "core_0002",
+         "-- test\n-- locks: ACCESS EXCLUSIVE on pgops.backup_sentinel, for a catalog change only\n\n"
+         "-- step: column\nALTER TABLE pgops.backup_sentinel ADD COLUMN note text\n",
+         "-- test\n-- locks: ACCESS EXCLUSIVE on pgops.backup_sentinel\n\n-- step: column\n"
+         "ALTER TABLE pgops.backup_sentinel DROP COLUMN note\n"),
+    ])
+    raw = yaml.safe_load((base / "pgops.yaml").read_text())
+    (base / "pgops-lock.yaml").write_text(yaml.safe_dump({**raw, "database": {"lock_timeout_s": 1}}))
+    monkeypatch.setenv("PGOPS_CONFIG", str(base / "pgops-lock.yaml"))
+
+    def versions():
+        with connect_params(cluster.superuser_params("shop"), application_name="test", statement_timeout_s=60) as c:
+            return [r[0] for r in c.execute("SELECT version_num FROM pgops.alembic_version")]
+
+    def upgrade_while_locked() -> str:
+        with connect_params(cluster.superuser_params("shop"), application_name="test", statement_timeout_s=60,
+                            autocommit=False) as holder:
+            holder.execute("LOCK TABLE pgops.backup_sentinel IN ACCESS EXCLUSIVE MODE")
+            capsys.readouterr()
+            assert pgops("db", "upgrade") == 75
+            return capsys.readouterr().err
+
+    assert "waited longer than lock_timeout (1 s)" in upgrade_while_locked()
+    assert versions() == ["core_0001"]
+    assert pgops("db", "upgrade") == 0
+    with connect_params(cluster.superuser_params("shop"), application_name="test", statement_timeout_s=60) as conn:
+        assert conn.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = "
+                            "'pgops.backup_sentinel_token'::regclass").fetchone() == (True,)
+    assert versions() == ["core_0003"]
+    assert pgops("db", "downgrade", "core_0002") == 0
+    assert "waited longer than lock_timeout" in upgrade_while_locked()
+    assert versions() == ["core_0002"]
+    assert pgops("db", "downgrade", "core_0001") == 0
+    with connect_params(cluster.superuser_params("shop"), application_name="test", statement_timeout_s=60) as conn:
+        assert conn.execute("SELECT to_regclass('pgops.backup_sentinel_token')").fetchone() == (None,)
+    assert versions() == ["core_0001"]

@@ -14,7 +14,9 @@ What pgops adds to Alembic:
 * every migration runs with ``lock_timeout`` (``database.lock_timeout_s``) in a
   transaction of its own, and its SQL file says in a ``-- locks:`` header what it locks
   and for how long; a file marked ``-- transaction: none`` (``CREATE INDEX
-  CONCURRENTLY``) runs outside a transaction, statement by statement;
+  CONCURRENTLY``) runs outside a transaction, statement by statement, and first drops
+  the index a failed earlier try may have left (``DROP INDEX CONCURRENTLY IF EXISTS``:
+  a concurrent build that fails leaves an invalid index behind);
 * the session runs as ``setup.owner_role`` (``SET ROLE`` when a superuser connects),
   so everything a migration creates belongs to pgops' owner role;
 * role names reach the SQL as bound parameters (the settings ``pgops.<job>_role`` of
@@ -33,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pgops.errors import ConfigError, IntegrityError
+from pgops.errors import ConfigError, IntegrityError, TransientError
 from pgops.postgres import sqlfiles
 
 if TYPE_CHECKING:
@@ -94,9 +96,12 @@ def sql_migration(revision: str, name: str, revision_file: str) -> tuple[Callabl
             raise ConfigError(f"migration {path} has no '-- locks:' header saying what it locks")
         relative = str(path.relative_to(sqlfiles.SQL_ROOT))
 
-        def prologue() -> None:
+        def prologue(local: bool = True) -> None:
+            # For the transaction; outside one (autocommit) for the session, which
+            # runs nothing but migrations.
             for key, value in settings.items():
-                op.execute(text("SELECT pg_catalog.set_config(:key, :value, true)").bindparams(key=key, value=value))
+                op.execute(text("SELECT pg_catalog.set_config(:key, :value, :local)")
+                           .bindparams(key=key, value=value, local=local))
 
         if not record:  # a downgrade forgets the checksum first: the table may be dropped below
             prologue()
@@ -105,8 +110,8 @@ def sql_migration(revision: str, name: str, revision_file: str) -> tuple[Callabl
         if runs_outside_transaction(body):
             # CREATE INDEX CONCURRENTLY and alike: each statement on its own, committed.
             with op.get_context().autocommit_block():
+                prologue(local=False)
                 for _step, statement in sqlfiles.steps(relative):
-                    prologue()
                     op.execute(text(statement))
         else:
             prologue()
@@ -278,12 +283,31 @@ def check_applied(conn: psycopg.Connection) -> None:
 
 
 def _run(conn_factory: Callable[[], psycopg.Connection], config: PgopsConfig, action: Callable) -> None:
-    with _connection(conn_factory, config) as connection:
-        check_applied(connection.connection.driver_connection)
-        connection.commit()
-        cfg = _alembic_config(config, connection=connection)
-        action(cfg)
-        connection.commit()
+    import psycopg
+    from sqlalchemy.exc import DBAPIError
+
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    try:
+        with _connection(conn_factory, config) as connection:
+            check_applied(connection.connection.driver_connection)
+            connection.commit()
+            cfg = _alembic_config(config, connection=connection)
+            action(cfg)
+            connection.commit()
+    except DBAPIError as exc:
+        # The migrations that committed stay applied; the failed one was rolled back.
+        cause = exc.orig
+        where = f"{getattr(getattr(cause, 'diag', None), 'message_primary', None) or cause}"
+        if isinstance(cause, (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled)):
+            raise TransientError(f"a migration waited longer than lock_timeout ({config.database.lock_timeout_s} s) "
+                                 f"or statement_timeout for a lock or its work and was rolled back: {where}. The "
+                                 "migrations before it stay applied; find the session holding the lock "
+                                 "(pg_stat_activity, pg_locks) and run it again") from exc
+        if isinstance(cause, psycopg.OperationalError):
+            raise TransientError(f"the migration session failed: {where}; the migrations before it stay applied") \
+                from exc
+        raise ConfigError(f"a migration failed and was rolled back: {where}; the migrations before it stay "
+                          "applied (pgops db current)") from exc
 
 
 def upgrade(config: PgopsConfig, conn_factory: Callable[[], psycopg.Connection], revision: str | None = None) -> list[str]:
