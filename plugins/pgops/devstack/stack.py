@@ -11,8 +11,9 @@ stopped. It brings up, in order:
 3. a local backup repository (``var/repository``);
 4. Airflow standalone (``var/airflow``, SQLite) with the project's DAGs, unpaused,
    its connections passed as ``AIRFLOW_CONN_*`` variables from ``var/secrets/pgops.env``;
-5. the main job (a full backup, then a WAL shipping run, then a restore drill of what
-   they stored), and its result: the drill's verdict, RTO and RPO. The restore
+5. the main job (pgops' migrations through their DAG, a full backup, then a WAL shipping
+   run, then a restore drill of what they stored), and its result: the schema version,
+   the drill's verdict, RTO and RPO. The restore
    verification DAG stays paused until a complete backup exists, so a fresh stack never
    shows a drill that failed for want of a backup.
 
@@ -46,6 +47,7 @@ log = logging.getLogger("pgops.devstack")
 DBNAME = "fixia"
 # The main job: a full backup, then one WAL shipping run, into the local repository,
 # then a restore drill of them.
+MIGRATE_DAG = "pgops_db_migrate"
 MAIN_DAGS = ("pgops_full_backup", "pgops_wal_shipping")
 DRILL_DAG = "pgops_restore_verification"
 # The configuration's role of each job → its Airflow connection (config.database.*_conn_id).
@@ -310,6 +312,19 @@ class Stack:
         backups = self.repository / catalog.BACKUPS
         return backups.is_dir() and any(backups.glob(f"*/{catalog.MARKER}"))
 
+    def print_schema(self) -> None:
+        """pgops' migration versions in the Fixia database, against the configured heads."""
+        from pgops.config import load_config
+        from pgops.database import migrations
+        from pgops.postgres.session import connect_params
+
+        config = load_config(self.root / "config" / "pgops.yaml")
+        with connect_params(self.cluster.superuser_params(DBNAME), application_name="pgops:setup",
+                            statement_timeout_s=60) as conn:
+            status = migrations.status(config, migrations.applied_versions(conn))
+        self._step(f"pgops schema: {', '.join(status['applied']) or 'nothing applied'} "
+                   f"({'at the head of every configured line' if not status['behind'] else '; '.join(status['behind'])})")
+
     def print_drill(self) -> None:
         """The newest restore drill's verdict, RTO and RPO, from its evidence."""
         found = sorted(self.repository.glob("backups/*/verification/*.json"), key=lambda p: p.name)
@@ -336,6 +351,8 @@ class Stack:
         self.write_env_file()
         self.up_airflow()
         if run_main:
+            self.run_main_job(MIGRATE_DAG)
+            self.print_schema()
             for dag_id in MAIN_DAGS:
                 self.run_main_job(dag_id)
             self._airflow("dags", "unpause", DRILL_DAG)  # a backup exists now
