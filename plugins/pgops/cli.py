@@ -51,7 +51,8 @@ def cmd_preflight(args: argparse.Namespace) -> int:
 
     report = preflight.run(_config(args))
     print(json.dumps(report.to_json(), indent=2) if args.json else report.table())
-    return 0 if report.ok else ConfigError.exit_code
+    preflight.enforce(report)  # a failure: ConfigError (exit 2), or TransientError (75) when only unreachable
+    return 0
 
 
 def _dsn_params(dsn: str) -> dict:

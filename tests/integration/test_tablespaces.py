@@ -32,9 +32,11 @@ def with_tablespace(tmp_path_factory):
 
 def test_preflight_names_the_tablespace(with_tablespace):
     _, config, _, location = with_tablespace
-    with pytest.raises(ConfigError, match=rf"error: tablespaces: .*ts_fast \({location}\).*does not back "
-                                          "tablespaces up"):
-        preflight.run(config)
+    report = preflight.run(config)
+    (check,) = [c for c in report.checks if c.job == "backup" and c.check == "tablespaces"]
+    assert check.verdict == "failed" and f"ts_fast ({location})" in check.message, check
+    with pytest.raises(ConfigError, match=rf"ts_fast \({location}\)"):
+        preflight.enforce(report)
 
 
 def test_a_full_backup_refuses_at_once_without_a_retry(with_tablespace, tmp_path):

@@ -206,6 +206,10 @@ def test_heads_follow_the_configured_lines():
     assert migrations.heads(both.setup.lines) == {"core_0001", "fixia_0001"}
     assert migrations.status(core, set())["behind"] == ["core: at nothing, head is core_0001"]
     assert migrations.status(both, {"core_0001", "fixia_0001"})["behind"] == []
+    # Alembic keeps only fixia_0001 once both are applied (it depends on core_0001)
+    assert migrations.status(both, {"fixia_0001"}) == {"expected": ["core_0001", "fixia_0001"],
+                                                       "applied": ["core_0001", "fixia_0001"], "behind": []}
+    assert migrations.status(both, {"core_0001"})["behind"] == ["fixia: at nothing, head is fixia_0001"]
     with pytest.raises(ConfigError, match="setup.lines"):
         migrations._target(core, "fixia@head")
 

@@ -367,14 +367,34 @@ def offline_sql(config: PgopsConfig, revision: str | None, *, downgrade_from: bo
     return out.getvalue()
 
 
+def with_ancestors(applied: set[str]) -> set[str]:
+    """The applied versions and every revision they stand on. Alembic keeps only the
+    tips in its version table: once fixia_0001 (which depends on core_0001) is applied,
+    core_0001 is no longer listed there, though applied. An unknown version stays as it
+    is (:func:`changed_migrations` names it)."""
+    from alembic.script.revision import RevisionError
+
+    script = _script()
+    out = set(applied)
+    for version in applied:
+        try:
+            out.update(r.revision for r in script.iterate_revisions(version, "base"))
+        except RevisionError:
+            pass
+    return out
+
+
 def status(config: PgopsConfig, applied: set[str]) -> dict[str, Any]:
-    """Where the database stands against the configured lines: pure, for preflight."""
+    """Where the database stands against the configured lines: pure, for preflight and
+    the ``db`` commands. ``applied``: the version table's rows (tips)."""
     expected = heads(config.setup.lines)
     known = {r.revision: r for r in revisions()}
+    order = [r.revision for r in revisions()]  # base first
+    everything = with_ancestors(applied)
     behind = []
     for head in sorted(expected):
         line = known[head].line
-        have = sorted(v for v in applied if v in known and known[v].line == line)
-        if head not in applied:
-            behind.append(f"{line}: at {have[0] if have else 'nothing'}, head is {head}")
-    return {"expected": sorted(expected), "applied": sorted(applied), "behind": behind}
+        have = [v for v in order if v in everything and known[v].line == line]
+        if head not in everything:
+            behind.append(f"{line}: at {have[-1] if have else 'nothing'}, head is {head}")
+    return {"expected": sorted(expected), "applied": sorted(everything), "behind": behind}

@@ -838,31 +838,11 @@ def _database_facts(conn, config: PgopsConfig, facts: dict[str, Any]) -> None:
     read("tablespaces", lambda: tablespaces.user_tablespaces(conn))
 
     def migration_facts() -> dict[str, Any]:
-        applied = _with_ancestors(migrations.applied_versions(conn))
+        applied = migrations.applied_versions(conn)
         status = migrations.status(config, applied)
         return {**status, "changed": migrations.changed_migrations(migrations.applied_checksums(conn) or {})}
 
     read("migrations", migration_facts)
-
-
-def _with_ancestors(applied: set[str]) -> set[str]:
-    """The applied versions and every revision they stand on. Alembic keeps only the
-    tips in its version table: once fixia_0001 (which depends on core_0001) is applied,
-    core_0001 is no longer listed there, though applied. An unknown version stays as
-    it is (migration_files names it)."""
-    from alembic.script import ScriptDirectory
-    from alembic.script.revision import RevisionError
-
-    from pgops.database import migrations
-
-    script = ScriptDirectory(str(migrations.SCRIPT_DIR))
-    out = set(applied)
-    for version in applied:
-        try:
-            out.update(r.revision for r in script.iterate_revisions(version, "base"))
-        except RevisionError:
-            pass
-    return out
 
 
 def _binaries(major: int) -> dict[str, Any]:
