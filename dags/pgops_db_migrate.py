@@ -12,8 +12,11 @@ revision id), or `current` (report only). Unknown params are refused.
 
 **What it locks.** Each migration runs in its own transaction with `lock_timeout`
 (`database.lock_timeout_s`); its SQL file's `-- locks:` header says what it locks and for
-how long on a large table (`pgops db history` lists them). A lock timeout fails the task
-without retry: find the blocking session, then clear the task.
+how long on a large table (read them in `include/sql/migrations/`). A lock timeout is a
+transient failure, retried once after a minute; if it fails again, find the blocking
+session (`pg_stat_activity`, `pg_locks`), then clear the task. A concurrent index build
+(`-- transaction: none`) has no statement_timeout; the others have
+`database.statement_timeout_s`.
 
 **When it fails.** A migration whose files changed after it was applied is refused,
 naming it (restore the files; a change goes into a new migration). A line not in

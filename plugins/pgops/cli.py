@@ -74,8 +74,9 @@ def _db_session(args: argparse.Namespace, config, job: str, *, autocommit: bool 
                               statement_timeout_s=config.database.statement_timeout_s,
                               connect_timeout_s=config.database.connect_timeout_s, autocommit=autocommit)
     if job == "setup":
-        raise ConfigError(f"pgops db {args.db_command} needs --dsn: a superuser's connection to the database (libpq string or "
-                          "URI, password from PGPASSWORD or ~/.pgpass); or --print-sql with any role's --dsn")
+        raise ConfigError(f"pgops db {args.db_command} needs --dsn: a superuser's connection to the database (libpq "
+                          "string or URI, password from PGPASSWORD or ~/.pgpass)"
+                          + ("; with --print-sql any role's will do" if args.db_command == "setup" else ""))
     return connect(config.database.owner_conn_id, config.database, job=job, autocommit=autocommit)
 
 
@@ -436,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     hist = db_sub.add_parser("history", help="every migration, per line")
     hist.set_defaults(func=cmd_db_history, needs_airflow=False)
     td = db_sub.add_parser("teardown", help="print the SQL that removes pgops from the database (--print-sql)")
-    td.add_argument("--dsn", metavar="DSN", help=dsn_help)
+    td.add_argument("--dsn", metavar="DSN", help="a superuser's connection (libpq string or URI), required")
     td.add_argument("--print-sql", action="store_true", help="print it (pgops never runs it itself)")
     td.set_defaults(func=cmd_db_teardown)
     return parser

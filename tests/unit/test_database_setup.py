@@ -241,3 +241,22 @@ def test_a_changed_migration_file_is_named(tmp_path, monkeypatch):
 def test_bad_setup_configuration_is_named(setup_section, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         parse_config({"setup": setup_section})
+
+
+def test_a_refused_plan_prints_no_statement_to_run_by_mistake():
+    plan = setup.plan_teardown(done_facts(owned_elsewhere=[{"object": "table shop.orders", "role": "pgops_maintenance"}]),
+                               CONFIG)
+    assert plan.steps  # planned, but not printed
+    script = plan.render("teardown")
+    assert "DROP" not in script.replace("-- ", "") or all(
+        line.startswith("--") for line in script.splitlines() if "DROP" in line)
+    assert "BEGIN;" not in script and "\\quit" in script
+
+
+def test_the_offline_script_is_what_psql_runs():
+    """Alembic's offline mode doubles a '%' (pyformat); no migration may contain one."""
+    both = parse_config({"setup": {"lines": ["core", "fixia"]}})
+    script = migrations.offline_sql(both, None)
+    assert "%%" not in script
+    assert "INSERT INTO pgops.alembic_version (version_num) VALUES ('core_0001')" in script
+    assert "fixia_0001" in script and script.startswith("-- pgops migrations")

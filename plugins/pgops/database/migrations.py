@@ -96,27 +96,32 @@ def sql_migration(revision: str, name: str, revision_file: str) -> tuple[Callabl
             raise ConfigError(f"migration {path} has no '-- locks:' header saying what it locks")
         relative = str(path.relative_to(sqlfiles.SQL_ROOT))
 
-        def prologue(local: bool = True) -> None:
+        def prologue(local: bool = True, extra: dict[str, str] | None = None) -> None:
             # For the transaction; outside one (autocommit) for the session, which
             # runs nothing but migrations.
-            for key, value in settings.items():
+            for key, value in {**settings, **(extra or {})}.items():
                 op.execute(text("SELECT pg_catalog.set_config(:key, :value, :local)")
                            .bindparams(key=key, value=value, local=local))
 
-        if not record:  # a downgrade forgets the checksum first: the table may be dropped below
-            prologue()
-            op.execute(text(f"DELETE FROM {SCHEMA}.migration_checksums WHERE revision = :revision")
-                       .bindparams(revision=revision))
         if runs_outside_transaction(body):
             # CREATE INDEX CONCURRENTLY and alike: each statement on its own, committed.
             with op.get_context().autocommit_block():
-                prologue(local=False)
+                # No statement_timeout: a concurrent build blocks no writes and may take hours
+                # on a large table; lock_timeout still bounds its lock waits.
+                prologue(local=False, extra={"statement_timeout": "0"})
                 for _step, statement in sqlfiles.steps(relative):
                     op.execute(text(statement))
         else:
             prologue()
             for _step, statement in sqlfiles.steps(relative):
                 op.execute(text(statement))
+        if not record:
+            # A downgrade forgets the checksum last, in the transaction that also updates
+            # the version table (after an autocommit body too), and only if the table
+            # is still there (core_0001's downgrade drops it).
+            op.execute(text("SELECT pg_catalog.set_config('pgops.revision', :revision, true)")
+                       .bindparams(revision=revision))
+            op.execute(text(sqlfiles.load("setup/forget_checksum.sql")))
         if record:
             op.execute(text(f"INSERT INTO {SCHEMA}.migration_checksums (revision, sha256) VALUES (:revision, :sha256) "
                             "ON CONFLICT (revision) DO UPDATE SET sha256 = EXCLUDED.sha256, "
@@ -273,9 +278,15 @@ def changed_migrations(recorded: dict[str, str]) -> list[str]:
 
 
 def check_applied(conn: psycopg.Connection) -> None:
-    """Refuse to go on when an applied migration's files changed since (IntegrityError)."""
+    """Refuse to go on when an applied migration's files changed since, or when one is
+    applied without a recorded checksum (stamped by hand?): IntegrityError."""
     recorded = applied_checksums(conn)
     problems = changed_migrations(recorded or {})
+    known = {r.revision for r in revisions()}
+    for revision in sorted(with_ancestors(applied_versions(conn)) & known):
+        if revision not in (recorded or {}):
+            problems.append(f"{revision}: applied here (version table {SCHEMA}.{VERSION_TABLE}) but no checksum "
+                            f"is recorded in {SCHEMA}.migration_checksums, so its files cannot be checked")
     if problems:
         raise IntegrityError("applied migrations do not match their files, so pgops will not migrate this database:\n  "
                              + "\n  ".join(problems) + "\nA migration is never edited once applied: restore its "

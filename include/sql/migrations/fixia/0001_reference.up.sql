@@ -17,8 +17,10 @@ BEGIN
                       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
                       WHERE n.nspname = 'fixia' AND c.relname = t);
     IF missing IS NOT NULL THEN
-        RAISE EXCEPTION 'the fixia migration line needs the Fixia reference schema; missing: %', missing
-            USING HINT = 'on a database that is not Fixia''s, set setup.lines to [core]';
+        -- (no format placeholder: the offline --sql output would double it)
+        RAISE EXCEPTION USING MESSAGE = 'the fixia migration line needs the Fixia reference schema; missing: '
+                                        || missing,
+                              HINT = 'on a database that is not Fixia''s, set setup.lines to [core]';
     END IF;
 END
 $$

@@ -16,8 +16,9 @@ options = {
 }
 if context.is_offline_mode():
     # --sql: the exact statements, values rendered as literals, for a DBA to review and run.
-    context.configure(url="postgresql+psycopg://", literal_binds=True, output_buffer=attributes["output"],
-                      **options)
+    # paramstyle named: with psycopg's pyformat every '%' would be printed doubled.
+    context.configure(url="postgresql+psycopg://", literal_binds=True, dialect_opts={"paramstyle": "named"},
+                      output_buffer=attributes["output"], **options)
 else:
     context.configure(connection=attributes["connection"], **options)
 with context.begin_transaction():
