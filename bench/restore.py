@@ -18,6 +18,13 @@ interleaved, warm cache, each into a new directory:
 Target: pgops no slower than pgBackRest; peak RSS <= 256 MiB. Needs root; installs
 Debian's pgbackrest if missing; everything lives under --workdir and is removed after.
 
+Also reported: the CPU time of each tool's file restore (pgops' restore process, all its
+threads; the ``pgbackrest restore`` command and its workers; neither counts the server's
+recovery), which says how much a busy machine slows each, and the part of pgops' wall
+time spent creating files (on a journal-less ext4 it grows with the number of files
+deleted in the last minutes, and each tool here starts right after the previous tool's
+target was deleted).
+
     .venv/bin/python bench/restore.py --scale 100 --runs 3
 """
 
@@ -26,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -48,13 +56,21 @@ CHILD = CHILD_PRELUDE + r"""
 from pgops.repository.local import LocalRepository
 from pgops.restore.plan import RestoreRequest
 from pgops.restore.run import run_restore
+import resource
 config = parse_config({"repository": {"url": sys.argv[2]}})
-t = time.perf_counter()
+t, usage = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
 result = run_restore(config, LocalRepository(config.repository.local_path()), RestoreRequest(backup_id=sys.argv[4]),
                      __import__("pathlib").Path(sys.argv[3]), start=True)
+end = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({"seconds": time.perf_counter() - t, "maxrss_kib": hwm_kib(), "timings": result.timings_s,
-                  "port": result.port}))
+                  "port": result.port, "create_files_s": result.create_files_s,
+                  "cpu_s": end.ru_utime + end.ru_stime - usage.ru_utime - usage.ru_stime}))
 """
+
+
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def stop(datadir: Path) -> None:
@@ -94,6 +110,8 @@ def run_rounds(args, work: Path, size: str, pgbr: str, pgbr_conf: Path, record) 
     results: dict[str, list[float]] = {"pgops": [], "pgbackrest": [], "zstd | tar": []}
     phases: dict[str, list[float]] = {}
     rss: list[int] = []
+    cpu: dict[str, list[float]] = {"pgops": [], "pgbackrest": []}
+    creating: list[float] = []
     data = work / "pgops-repo" / record.objects["data"].key
     for i in range(args.runs + 1):  # the first round warms the cache and is not counted
         target = work / f"restore-pgops-{i}"
@@ -105,9 +123,10 @@ def run_rounds(args, work: Path, size: str, pgbr: str, pgbr_conf: Path, record) 
         pgops_s = child["seconds"] - child["timings"].get("verifybackup", 0)
 
         target = work / f"restore-pgbr-{i}"
-        t = time.perf_counter()
+        t, children_cpu = time.perf_counter(), children_cpu_s()
         sh(as_server_user([pgbr, f"--config={pgbr_conf}", "--stanza=bench", f"--pg1-path={target}",
                            "--type=immediate", "--target-action=promote", "restore"]))
+        pgbr_cpu_s = children_cpu_s() - children_cpu
         with open(target / "postgresql.auto.conf", "a") as conf:
             conf.write(f"port = {free_port()}\nunix_socket_directories = '{target}'\narchive_mode = off\n")
         start_and_wait(find_bindir(), target, work / f"pgbr-{i}.log", timeout_s=600)
@@ -127,6 +146,9 @@ def run_rounds(args, work: Path, size: str, pgbr: str, pgbr_conf: Path, record) 
         results["pgbackrest"].append(pgbr_s)
         results["zstd | tar"].append(tar_s)
         rss.append(child["maxrss_kib"])
+        cpu["pgops"].append(child["cpu_s"])
+        cpu["pgbackrest"].append(pgbr_cpu_s)
+        creating.append(child["create_files_s"])
         for key, value in child["timings"].items():
             phases.setdefault(key, []).append(value)
         print(f"# run {i}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in results.items())
@@ -138,6 +160,9 @@ def run_rounds(args, work: Path, size: str, pgbr: str, pgbr_conf: Path, record) 
     print("\npgops phases (medians, s): " + ", ".join(f"{k} {statistics.median(v):.2f}" for k, v in phases.items()))
     print(f"pgops / pgBackRest = {med['pgops'] / med['pgbackrest']:.2f} (target <= 1.00; pg_verifybackup "
           f"{statistics.median(phases.get('verifybackup', [0])):.2f} s reported apart)")
+    print(f"CPU of the file restore (medians, s): pgops {statistics.median(cpu['pgops']):.2f}, pgBackRest "
+          f"{statistics.median(cpu['pgbackrest']):.2f}; pgops spent {statistics.median(creating):.2f} s creating files "
+          f"(rounds: {' '.join(f'{v:.2f}' for v in creating)})")
     print(f"pgops peak RSS: median {statistics.median(rss) / 1024:.0f} MiB, max {max(rss) / 1024:.0f} MiB "
           "(target <= 256)")
     return 0
