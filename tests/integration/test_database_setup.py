@@ -315,9 +315,18 @@ def test_a_role_pgops_did_not_create_is_refused_and_teardown_leaves_the_database
             owner = conn.execute("SELECT tableowner FROM pg_tables WHERE schemaname = 'pgops' "
                                  "AND tablename = 'backup_sentinel'").fetchone()[0]
         assert owner == "pgops_owner"  # a superuser's upgrade still creates the owner's objects
+        with connect_params(cluster.superuser_params("shop"), application_name="test", statement_timeout_s=60) as conn:
+            conn.execute("CREATE VIEW shop.last_backups AS SELECT written_at FROM pgops.backup_sentinel")
         capsys.readouterr()
-        assert pgops("db", "teardown", "--print-sql", "--dsn", superuser_dsn(cluster)) == 0
+        assert pgops("db", "teardown", "--print-sql", "--dsn", superuser_dsn(cluster)) == 3
+        refused = capsys.readouterr().out
+        assert "view shop.last_backups depends on an object in schema pgops" in refused and "DROP" not in \
+            "".join(line for line in refused.splitlines() if not line.startswith("--"))
+        with connect_params(cluster.superuser_params("shop"), application_name="test", statement_timeout_s=60) as conn:
+            conn.execute("DROP VIEW shop.last_backups")
+        status = pgops("db", "teardown", "--print-sql", "--dsn", superuser_dsn(cluster))
         script = capsys.readouterr().out
+        assert status == 0, script
         assert "DROP SCHEMA pgops CASCADE" in script and '"pgops_monitor"' not in script
         with connect_params(cluster.superuser_params("shop"), application_name="test", statement_timeout_s=60) as conn:
             conn.execute(script)  # what the DBA runs

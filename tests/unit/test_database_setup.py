@@ -33,7 +33,7 @@ def empty_facts(**extra) -> dict:
                       "netmask": "255.0.0.0", "auth_method": "scram-sha-256", "error": None},
                      {"type": "host", "database": ["replication"], "user_name": ["all"], "address": "10.0.0.0",
                       "netmask": "255.0.0.0", "auth_method": "scram-sha-256", "error": None}],
-             "owned_elsewhere": []}
+             "owned_elsewhere": [], "depends_on_pgops": []}
     facts.update(extra)
     return facts
 
@@ -260,3 +260,9 @@ def test_the_offline_script_is_what_psql_runs():
     assert "%%" not in script
     assert "INSERT INTO pgops.alembic_version (version_num) VALUES ('core_0001')" in script
     assert "fixia_0001" in script and script.startswith("-- pgops migrations")
+
+
+def test_teardown_refuses_while_application_objects_depend_on_pgops():
+    plan = setup.plan_teardown(done_facts(depends_on_pgops=["view shop.last_backups"]), CONFIG)
+    assert plan.refusals == ["view shop.last_backups depends on an object in schema pgops: DROP SCHEMA pgops "
+                             "CASCADE would drop it too; drop or change it first"]

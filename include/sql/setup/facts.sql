@@ -77,3 +77,36 @@ WHERE d.deptype = 'o' AND d.refclassid = 'pg_catalog.pg_authid'::regclass
                     AND f.pronamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = 'pgops'))
   AND NOT (d.classid = 'pg_catalog.pg_default_acl'::regclass)
 ORDER BY 1
+
+-- step: depends_on_pgops
+-- Objects outside schema pgops that depend on an object in it (a view on the sentinel
+-- table, a foreign key into it): DROP SCHEMA pgops CASCADE would drop them too, so
+-- teardown refuses while there are any.
+SELECT DISTINCT pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid) AS object
+FROM pg_catalog.pg_depend d
+CROSS JOIN LATERAL pg_catalog.pg_identify_object(d.classid, d.objid, d.objsubid) AS obj
+WHERE d.deptype IN ('n', 'a')
+  AND ((d.refclassid = 'pg_catalog.pg_class'::regclass
+        AND d.refobjid IN (SELECT c.oid FROM pg_catalog.pg_class c
+                           WHERE c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = 'pgops')))
+    OR (d.refclassid = 'pg_catalog.pg_type'::regclass
+        AND d.refobjid IN (SELECT t.oid FROM pg_catalog.pg_type t
+                           WHERE t.typnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = 'pgops')))
+    OR (d.refclassid = 'pg_catalog.pg_proc'::regclass
+        AND d.refobjid IN (SELECT p.oid FROM pg_catalog.pg_proc p
+                           WHERE p.pronamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = 'pgops'))))
+  -- the schema of the dependent: a column default, trigger, rule or policy has none of its
+  -- own (pg_identify_object says NULL); theirs is their table's
+  AND coalesce(obj.schema, (SELECT n.nspname FROM pg_catalog.pg_class c
+                            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                            WHERE c.oid = CASE d.classid
+                                WHEN 'pg_catalog.pg_attrdef'::regclass
+                                    THEN (SELECT a.adrelid FROM pg_catalog.pg_attrdef a WHERE a.oid = d.objid)
+                                WHEN 'pg_catalog.pg_trigger'::regclass
+                                    THEN (SELECT t.tgrelid FROM pg_catalog.pg_trigger t WHERE t.oid = d.objid)
+                                WHEN 'pg_catalog.pg_rewrite'::regclass
+                                    THEN (SELECT r.ev_class FROM pg_catalog.pg_rewrite r WHERE r.oid = d.objid)
+                                WHEN 'pg_catalog.pg_policy'::regclass
+                                    THEN (SELECT p.polrelid FROM pg_catalog.pg_policy p WHERE p.oid = d.objid)
+                            END)) IS DISTINCT FROM 'pgops'
+ORDER BY 1

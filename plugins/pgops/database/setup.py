@@ -139,6 +139,7 @@ def gather(conn: psycopg.Connection, config: PgopsConfig) -> dict[str, Any]:
     with conn.cursor(row_factory=dict_row) as cur:
         facts = cur.execute(steps["facts"], params).fetchone()
         facts["owned_elsewhere"] = cur.execute(steps["owned_elsewhere"], params).fetchall()
+        facts["depends_on_pgops"] = [r["object"] for r in cur.execute(steps["depends_on_pgops"]).fetchall()]
         try:
             with conn.transaction():
                 facts["hba"] = cur.execute(steps["hba"]).fetchall()
@@ -318,8 +319,11 @@ def plan_teardown(facts: dict[str, Any], config: PgopsConfig) -> Plan:
     for row in facts.get("owned_elsewhere") or []:
         plan.refusals.append(f"{row['object']} is owned by {row['role']}, a pgops role: give it an owner of "
                              f"the application's (ALTER ... OWNER TO ...) before pgops' roles are dropped")
+    for name in facts.get("depends_on_pgops") or []:
+        plan.refusals.append(f"{name} depends on an object in schema pgops: DROP SCHEMA pgops CASCADE would drop it "
+                             "too; drop or change it first")
     if facts.get("pgops_schema_owner") is not None:
-        if facts["pgops_schema_owner"] in roles.values():
+        if facts["pgops_schema_owner"] in ours:
             plan.add("drop_schema", "pgops' schema and everything in it (sentinel history, migration versions)")
         else:
             plan.refusals.append(f"schema pgops is owned by {facts['pgops_schema_owner']!r}, not by a pgops role")
