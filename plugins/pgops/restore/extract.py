@@ -16,7 +16,7 @@ it is created.
 mostly the file system's inode allocation, which can be most of an extraction: on an
 ext4 without a journal (this project's machines), creating a file skips, one by one,
 the free inodes deleted in the last minutes, so right after a large directory tree was
-removed each create costs 1-1.5 ms (medians of 1.7-2.0 s of a 2.8-3.2 s extraction of
+removed each create costs 1.3-1.6 ms (medians of 1.7-2.2 s of a 2.8-3.3 s extraction of
 1,368 files, bench/README.md, 2026-12-02).
 """
 
