@@ -244,6 +244,8 @@ def test_an_applied_migration_that_changed_is_refused(installed, monkeypatch, tm
 def test_the_fixia_line_is_refused_where_it_is_not_configured(installed, capsys):
     assert pgops("db", "upgrade", "fixia@head") == 2
     assert "setup.lines" in capsys.readouterr().err
+    assert pgops("db", "upgrade", "core_9999") == 2  # Alembic's own error, as a ConfigError: no traceback
+    assert "Can't locate revision identified by 'core_9999'" in capsys.readouterr().err
 
 
 def test_each_role_is_refused_what_it_must_not_do(installed):

@@ -266,3 +266,8 @@ def test_teardown_refuses_while_application_objects_depend_on_pgops():
     plan = setup.plan_teardown(done_facts(depends_on_pgops=["view shop.last_backups"]), CONFIG)
     assert plan.refusals == ["view shop.last_backups depends on an object in schema pgops: DROP SCHEMA pgops "
                              "CASCADE would drop it too; drop or change it first"]
+
+
+def test_an_unknown_revision_is_a_config_error_not_a_traceback():
+    with pytest.raises(ConfigError, match="core_9999.*pgops db history lists the revisions"):
+        migrations.offline_sql(CONFIG, "core_9999")

@@ -295,6 +295,7 @@ def check_applied(conn: psycopg.Connection) -> None:
 
 def _run(conn_factory: Callable[[], psycopg.Connection], config: PgopsConfig, action: Callable) -> None:
     import psycopg
+    from alembic.util.exc import CommandError
     from sqlalchemy.exc import DBAPIError
 
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
@@ -305,6 +306,8 @@ def _run(conn_factory: Callable[[], psycopg.Connection], config: PgopsConfig, ac
             cfg = _alembic_config(config, connection=connection)
             action(cfg)
             connection.commit()
+    except CommandError as exc:  # an unknown revision, an impossible target
+        raise ConfigError(f"{exc} (pgops db history lists the revisions)") from exc
     except DBAPIError as exc:
         # The migrations that committed stay applied; the failed one was rolled back.
         cause = exc.orig
@@ -370,11 +373,16 @@ def offline_sql(config: PgopsConfig, revision: str | None, *, downgrade_from: bo
               f"offline mode).\n-- Run as {config.setup.owner_role} (setup.owner_role) or a superuser: "
               "psql -v ON_ERROR_STOP=1 -f FILE. Each migration commits on its own.\n")
     out.write(f'SET ROLE "{config.setup.owner_role}";\n')
-    if downgrade_from:
-        command.downgrade(cfg, revision, sql=True)
-    else:
-        for target in _target(config, revision):
-            command.upgrade(cfg, target, sql=True)
+    from alembic.util.exc import CommandError
+
+    try:
+        if downgrade_from:
+            command.downgrade(cfg, revision, sql=True)
+        else:
+            for target in _target(config, revision):
+                command.upgrade(cfg, target, sql=True)
+    except CommandError as exc:
+        raise ConfigError(f"{exc} (pgops db history lists the revisions)") from exc
     return out.getvalue()
 
 
