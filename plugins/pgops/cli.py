@@ -127,14 +127,7 @@ def cmd_db_migrate(args: argparse.Namespace) -> int:
     def session():
         return _db_session(args, config, "migrate", autocommit=False)
 
-    if action == "upgrade":
-        versions = migrations.upgrade(config, session, args.revision)
-    elif action == "downgrade":
-        versions = migrations.downgrade(config, session, args.revision)
-    else:
-        versions = migrations.current(config, session)
-    view = migrations.status(config, set(versions))
-    print(json.dumps(view, indent=2))
+    print(json.dumps(migrations.run_action(config, session, action, getattr(args, "revision", None)), indent=2))
     return 0
 
 

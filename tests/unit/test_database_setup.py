@@ -271,3 +271,15 @@ def test_teardown_refuses_while_application_objects_depend_on_pgops():
 def test_an_unknown_revision_is_a_config_error_not_a_traceback():
     with pytest.raises(ConfigError, match="core_9999.*pgops db history lists the revisions"):
         migrations.offline_sql(CONFIG, "core_9999")
+
+
+@pytest.mark.parametrize(("action", "revision", "message"), [
+    ("downgrade", None, "a downgrade needs a revision"),
+    ("stamp", None, "unknown migration action 'stamp'"),
+])
+def test_a_bad_migration_action_is_refused_before_connecting(action, revision, message):
+    def never():
+        raise AssertionError("connected")
+
+    with pytest.raises(ConfigError, match=message):
+        migrations.run_action(CONFIG, never, action, revision)

@@ -361,6 +361,24 @@ def current(config: PgopsConfig, conn_factory: Callable[[], psycopg.Connection])
         conn.close()
 
 
+def run_action(config: PgopsConfig, conn_factory: Callable[[], psycopg.Connection], action: str,
+               revision: str | None = None) -> dict[str, Any]:
+    """``upgrade`` (to ``revision``, default the configured heads), ``downgrade`` (to
+    ``revision``, required) or ``current``; returns :func:`status` afterwards. What
+    ``pgops db`` and the pgops_db_migrate DAG both run."""
+    if action == "upgrade":
+        versions = upgrade(config, conn_factory, revision)
+    elif action == "downgrade":
+        if not revision:
+            raise ConfigError("a downgrade needs a revision (core@base, fixia@base, or a revision id): nothing was done")
+        versions = downgrade(config, conn_factory, revision)
+    elif action == "current":
+        versions = current(config, conn_factory)
+    else:
+        raise ConfigError(f"unknown migration action {action!r}: upgrade, downgrade or current")
+    return status(config, set(versions))
+
+
 def offline_sql(config: PgopsConfig, revision: str | None, *, downgrade_from: bool = False) -> str:
     """The SQL an upgrade (or, with ``downgrade_from``, a downgrade ``FROM:TO``) would
     run, for a DBA to review and run as the owner role (Alembic's offline mode)."""

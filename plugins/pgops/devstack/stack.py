@@ -100,17 +100,23 @@ class Stack:
         if path.exists():
             passwords = json.loads(path.read_text())
             missing = {role: secrets.token_urlsafe(24) for role in ROLE_CONNECTIONS if role not in passwords}
-            if missing:  # a stack made before a role was added
-                path.unlink()
+            if missing:  # a stack made before a role was added: the known ones are kept
                 return self._write_passwords(path, {**passwords, **missing})
             return passwords
         passwords = {role: secrets.token_urlsafe(24) for role in ROLE_CONNECTIONS}
         return self._write_passwords(path, passwords)
 
     def _write_passwords(self, path: Path, passwords: dict[str, str]) -> dict[str, str]:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        """Written beside ``path`` (mode 0600) and renamed over it: an interruption never
+        leaves the roles' passwords unknown."""
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             json.dump(passwords, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
         return passwords
 
     def connection_env(self) -> dict[str, str]:
